@@ -1,0 +1,130 @@
+"""Entry point: parse, load the configuration, run one subcommand, map errors to exit codes.
+
+This is the only place that knows about argv and exit codes. Every run ends with exactly one
+`job.finished` event carrying the outcome, the exit code, the duration and the run's key facts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sqlite3
+import sys
+import time
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any, NoReturn
+
+from job import __version__
+from job import config as config_module
+from job import log as logging_setup
+from job.cli import migrate, options, status
+from job.cli.outcome import Outcome
+from job.errors import JobError, UsageError
+
+COMMANDS: dict[str, ModuleType] = {"migrate": migrate, "status": status}
+USES_STORE: set[str] = set()
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="relayer-job",
+        description="Snapshot, migrate and guard the relayer's SQLite database on every deploy.",
+        epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 lock, 4 environment refused, "
+        "5 database problem, 6 store failure, 7 migration failed (rolled back), "
+        "8 verification failed, 9 deadline exceeded.",
+    )
+    parser.add_argument("--version", action="version", version=f"relayer-job {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    for name, module in COMMANDS.items():
+        parents: list[argparse.ArgumentParser] = [options.common()] + (
+            [options.store()] if name in USES_STORE else []
+        )
+        command = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.HELP,
+            parents=parents,  # type: ignore[arg-type]
+        )
+        module.configure(command)
+        command.set_defaults(module=module)
+    return parser
+
+
+def _finish(started: float, outcome: str, exit_code: int, **facts: Any) -> int:
+    logging_setup.get_logger().log(
+        20 if exit_code == 0 else 40,
+        "job.finished",
+        outcome=outcome,
+        exit_code=exit_code,
+        duration_s=round(time.monotonic() - started, 3),
+        **facts,
+    )
+    return exit_code
+
+
+def _fallback_logging(command: str) -> None:
+    """Logging before the configuration is known (or when it is invalid)."""
+    fmt = "console" if sys.stdout.isatty() else "json"
+    logging_setup.configure(fmt=fmt, level="info", command=command)
+
+
+def _fail(started: float, exc: JobError, *, traceback: bool) -> int:
+    if traceback:
+        logging_setup.get_logger().debug("job.failed", error=exc.message, exc_info=True)
+    return _finish(started, "failed", exc.exit_code, error_code=exc.error_code, error=exc.message)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started = time.monotonic()
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        _fallback_logging(command="?")
+        return _fail(started, exc, traceback=False)
+    command: str = args.command
+    module: ModuleType = args.module
+    try:
+        config = config_module.load(vars(args))
+    except UsageError as exc:
+        _fallback_logging(command=command)
+        return _fail(started, exc, traceback=False)
+    logging_setup.configure(
+        fmt=config.log_format,
+        level=config.log_level,
+        command=command,
+        stream=sys.stderr if getattr(module, "WRITES_STDOUT", False) else sys.stdout,
+    )
+    log = logging_setup.get_logger()
+    log.info(
+        "job.started",
+        version=__version__,
+        sqlite_version=sqlite3.sqlite_version,
+        python=platform.python_version(),
+        db=str(config.db_path),
+        pid=os.getpid(),
+    )
+    debug = config.log_level == "debug"
+    try:
+        outcome: Outcome = module.run(config, args)
+    except JobError as exc:
+        return _fail(started, exc, traceback=debug)
+    except KeyboardInterrupt:
+        return _fail(started, JobError("interrupted"), traceback=False)
+    except Exception as exc:  # an unexpected error is a bug: show the traceback
+        log.error("job.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+        return _finish(
+            started, "failed", 1, error_code="internal_error", error=f"{type(exc).__name__}: {exc}"
+        )
+    code = _finish(started, "ok", 0, **outcome.facts)
+    if outcome.exec_argv:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execvp(outcome.exec_argv[0], outcome.exec_argv)
+    return code

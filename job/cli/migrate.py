@@ -1,0 +1,30 @@
+"""relayer-job migrate [--dry-run] [--allow-drift]"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from job import migrate
+from job.cli.outcome import Outcome
+from job.config import Config
+
+HELP = "apply pending migrations under the disk lock"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="rehearse on a consistent copy of the database; the database is not changed",
+    )
+    parser.add_argument(
+        "--allow-drift",
+        action="store_true",
+        help="migrate even if the live schema differs from the migrations' (exit 5 otherwise)",
+    )
+
+
+def run(config: Config, args: argparse.Namespace) -> Outcome:
+    facts: dict[str, Any] = migrate.run(config, dry_run=args.dry_run, allow_drift=args.allow_drift)
+    return Outcome(facts)

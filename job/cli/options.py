@@ -1,0 +1,44 @@
+"""Option groups shared by several subcommands. Defaults live in job.config, not here: a flag that
+is not given is absent, so that the environment and then the default apply."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def common() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    group = parser.add_argument_group("database and run")
+    group.add_argument("--db", metavar="PATH", help="database file [DATABASE_PATH, DATABASE_URL]")
+    group.add_argument("--migrations", metavar="DIR", help="migration files [MIGRATIONS_DIR]")
+    group.add_argument("--lock-file", metavar="PATH", help="disk lock file [JOB_LOCK_FILE]")
+    group.add_argument("--lock-timeout", metavar="S", help="seconds to wait for the lock [JOB_LOCK_TIMEOUT]")
+    group.add_argument("--deadline", metavar="S", help="total time limit in seconds [JOB_DEADLINE]")
+    group.add_argument("--log-format", metavar="json|console", help="[LOG_FORMAT]")
+    group.add_argument("--log-level", metavar="LEVEL", help="debug|info|warning|error [LOG_LEVEL]")
+    group.add_argument(
+        "--allow-network-fs",
+        action="store_true",
+        help="accept a database on NFS/CIFS/FUSE (SQLite locking is unreliable there)",
+    )
+    return parser
+
+
+def store() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    group = parser.add_argument_group("snapshot store")
+    group.add_argument(
+        "--store",
+        metavar="URL",
+        help="s3://BUCKET/PREFIX or file:///PATH (default file:./snapshots) [SNAPSHOT_STORE]",
+    )
+    group.add_argument("--s3-addressing-style", metavar="auto|path|virtual", help="[S3_ADDRESSING_STYLE]")
+    group.add_argument(
+        "--s3-checksum-mode",
+        metavar="when_supported|when_required",
+        help="when_required for stores that reject boto3's default checksums [S3_CHECKSUM_MODE]",
+    )
+    group.add_argument("--s3-sse", metavar="AES256|aws:kms", help="server-side encryption [S3_SSE]")
+    group.add_argument("--s3-sse-kms-key-id", metavar="ID", help="[S3_SSE_KMS_KEY_ID]")
+    group.add_argument("--s3-storage-class", metavar="CLASS", help="[S3_STORAGE_CLASS]")
+    return parser

@@ -1,0 +1,193 @@
+"""Configuration: flags override environment variables, which override defaults.
+
+The environment variable names are part of the interface: DATABASE_PATH, DATABASE_URL and
+MIGRATIONS_DIR are the ones the relayer itself reads, so one Render env group serves both.
+Every invalid value is a UsageError (exit 2) naming the flag or variable it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from job.errors import UsageError
+
+T = TypeVar("T")
+
+DEFAULT_DB = "./data/relayer.db"
+DEFAULT_STORE = "file:./snapshots"
+LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+CHECKSUM_MODES = ("when_supported", "when_required")
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+SSE_MODES = ("AES256", "aws:kms")
+
+
+@dataclass(frozen=True)
+class S3Options:
+    addressing_style: str = "auto"
+    checksum_mode: str = "when_supported"
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    storage_class: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    db_path: Path
+    migrations_dir: Path
+    lock_file: Path
+    lock_timeout: float
+    log_format: str
+    log_level: str
+    deadline: float
+    store_url: str
+    s3: S3Options = field(default_factory=S3Options)
+    disk_mount_path: Path | None = None
+    allow_network_fs: bool = False
+
+
+def _pick(flags: Mapping[str, Any], env: Mapping[str, str], flag: str, var: str) -> tuple[Any, str] | None:
+    """The raw value and a label naming where it came from, or None when unset."""
+    value = flags.get(flag.lstrip("-").replace("-", "_"))
+    if value is not None:
+        return value, flag
+    if env.get(var, "") != "":
+        return env[var], var
+    return None
+
+
+def _parse(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    flag: str,
+    var: str,
+    default: T,
+    convert: Callable[[Any, str], T],
+) -> T:
+    picked = _pick(flags, env, flag, var)
+    if picked is None:
+        return default
+    raw, source = picked
+    return convert(raw, source)
+
+
+def _seconds(raw: Any, source: str) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"{source}: expected a number of seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise UsageError(f"{source}: expected a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
+    def convert(raw: Any, source: str) -> str:
+        value = str(raw).strip()
+        match = next((c for c in choices if c.lower() == value.lower()), None)
+        if match is None:
+            raise UsageError(f"{source}: expected one of {', '.join(choices)}, got {raw!r}")
+        return match
+
+    return convert
+
+
+def _text(raw: Any, _: str) -> str:
+    return str(raw)
+
+
+def _path(raw: Any, _: str) -> Path:
+    return Path(str(raw)).expanduser()
+
+
+def db_path_from_url(url: str) -> str:
+    """The relayer's DATABASE_URL rule: strip 'sqlite://' or 'sqlite:' and any '?options'."""
+    for prefix in ("sqlite://", "sqlite:"):
+        if url.startswith(prefix):
+            url = url[len(prefix) :]
+            break
+    return url.split("?", 1)[0]
+
+
+def _db_path(flags: Mapping[str, Any], env: Mapping[str, str]) -> Path:
+    picked = _pick(flags, env, "--db", "DATABASE_PATH")
+    if picked is None:
+        url = env.get("DATABASE_URL", "")
+        picked = (db_path_from_url(url), "DATABASE_URL") if url else (DEFAULT_DB, "default")
+    raw, source = picked
+    if not str(raw).strip():
+        raise UsageError(f"{source}: the database path is empty")
+    path = Path(str(raw)).expanduser()
+    if path.is_dir():
+        raise UsageError(f"{source}: {raw!r} is a directory; give the path of the database file")
+    return path
+
+
+def default_migrations_dir() -> Path:
+    """The repository's migrations/ when running from a checkout, else ./migrations."""
+    beside_package = Path(__file__).resolve().parent.parent / "migrations"
+    return beside_package if beside_package.is_dir() else Path("migrations")
+
+
+def _default_log_format() -> str:
+    return "console" if sys.stdout.isatty() else "json"
+
+
+def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """Resolve the whole configuration from parsed flags (None = not given) and the environment."""
+    env = os.environ if env is None else env
+    db_path = _db_path(flags, env)
+    migrations_dir = _parse(flags, env, "--migrations", "MIGRATIONS_DIR", default_migrations_dir(), _path)
+    lock_file = _parse(
+        flags, env, "--lock-file", "JOB_LOCK_FILE", db_path.parent / ".relayer-job.lock", _path
+    )
+    if lock_file.absolute() in {
+        db_path.absolute().with_name(db_path.name + suffix) for suffix in ("", "-journal", "-wal", "-shm")
+    }:
+        raise UsageError(
+            f"--lock-file / JOB_LOCK_FILE: {lock_file} is the database or one of its journal "
+            "files; the lock must be a separate file"
+        )
+    s3 = S3Options(
+        addressing_style=_parse(
+            flags,
+            env,
+            "--s3-addressing-style",
+            "S3_ADDRESSING_STYLE",
+            "auto",
+            _choice(ADDRESSING_STYLES),
+        ),
+        checksum_mode=_parse(
+            flags,
+            env,
+            "--s3-checksum-mode",
+            "S3_CHECKSUM_MODE",
+            "when_supported",
+            _choice(CHECKSUM_MODES),
+        ),
+        sse=_parse(flags, env, "--s3-sse", "S3_SSE", None, _choice(SSE_MODES)),
+        sse_kms_key_id=_parse(flags, env, "--s3-sse-kms-key-id", "S3_SSE_KMS_KEY_ID", None, _text),
+        storage_class=_parse(flags, env, "--s3-storage-class", "S3_STORAGE_CLASS", None, _text),
+    )
+    if s3.sse_kms_key_id and s3.sse != "aws:kms":
+        raise UsageError("--s3-sse-kms-key-id / S3_SSE_KMS_KEY_ID needs --s3-sse aws:kms")
+    return Config(
+        db_path=db_path,
+        migrations_dir=migrations_dir,
+        lock_file=lock_file,
+        lock_timeout=_parse(flags, env, "--lock-timeout", "JOB_LOCK_TIMEOUT", 120.0, _seconds),
+        log_format=_parse(
+            flags, env, "--log-format", "LOG_FORMAT", _default_log_format(), _choice(LOG_FORMATS)
+        ),
+        log_level=_parse(flags, env, "--log-level", "LOG_LEVEL", "info", _choice(LOG_LEVELS)),
+        deadline=_parse(flags, env, "--deadline", "JOB_DEADLINE", 600.0, _seconds),
+        store_url=_parse(flags, env, "--store", "SNAPSHOT_STORE", DEFAULT_STORE, _text),
+        s3=s3,
+        disk_mount_path=_parse(flags, env, "--disk", "DISK_MOUNT_PATH", None, _path),
+        allow_network_fs=bool(flags.get("allow_network_fs")),
+    )

@@ -1,0 +1,159 @@
+"""The live SQLite database: opening it the way the relayer does, checking it, copying it consistently.
+
+Rules from sqlite.md: never copy or even open()/close() the database file with plain file I/O in this
+process (closing any fd drops the process's POSIX locks); consistent copies come only from the online
+backup API; connections run in SQLite's own autocommit mode so that every transaction is explicit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from job.deadline import Deadline
+from job.errors import DatabaseProblem
+
+BUSY_TIMEOUT_MS = 10_000
+COPY_STEP_PAGES = 4096
+
+
+def connect(target: Path | str, *, create: bool = False) -> sqlite3.Connection:
+    """Open a connection with explicit transactions, foreign keys ON (as the relayer) and a busy
+    timeout. Without `create`, a missing file is an error instead of a new empty database."""
+    mode = "rwc" if create else "rw"
+    uri = target == ":memory:" or str(target).startswith("file:")
+    path = str(target) if uri else f"file:{_quote(Path(target))}?mode={mode}"
+    kwargs: dict[str, Any] = {"uri": True, "check_same_thread": False}
+    if sys.version_info >= (3, 12):
+        kwargs["autocommit"] = True  # pinned: the default changes in a future Python
+    else:
+        kwargs["isolation_level"] = None
+    try:
+        conn: sqlite3.Connection = sqlite3.connect(path, **kwargs)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseProblem(f"cannot open {target} as a SQLite database: {exc}") from exc
+    return conn
+
+
+def _quote(path: Path) -> str:
+    return str(path.absolute()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
+@contextlib.contextmanager
+def opened(target: Path | str, *, create: bool = False) -> Iterator[sqlite3.Connection]:
+    conn = connect(target, create=create)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    page_size: int
+    page_count: int
+    journal_mode: str
+    sqlite_version: str
+
+    @property
+    def size(self) -> int:
+        return self.page_size * self.page_count
+
+
+def info(conn: sqlite3.Connection) -> DatabaseInfo:
+    def pragma(name: str) -> Any:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    return DatabaseInfo(
+        page_size=int(pragma("page_size")),
+        page_count=int(pragma("page_count")),
+        journal_mode=str(pragma("journal_mode")),
+        sqlite_version=sqlite3.sqlite_version,
+    )
+
+
+def quick_check(conn: sqlite3.Connection, *, full: bool = False) -> list[str]:
+    """Problems found by quick_check (or integrity_check); an empty list means 'ok'."""
+    pragma = "integrity_check" if full else "quick_check"
+    try:
+        rows = [str(r[0]) for r in conn.execute(f"PRAGMA {pragma}(20)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    return [] if rows == ["ok"] else rows
+
+
+def foreign_key_problems(conn: sqlite3.Connection, limit: int = 10) -> list[str]:
+    rows = conn.execute("PRAGMA foreign_key_check").fetchmany(limit)
+    return [f"{table} rowid {rowid} -> {parent} (constraint {fk})" for table, rowid, parent, fk in rows]
+
+
+def require_healthy(conn: sqlite3.Connection, what: str) -> None:
+    """quick_check and foreign_key_check, or DatabaseProblem (exit 5) naming what is wrong."""
+    problems = quick_check(conn)
+    if problems:
+        raise DatabaseProblem(f"{what} failed quick_check: {'; '.join(problems[:3])}")
+    fk = foreign_key_problems(conn)
+    if fk:
+        raise DatabaseProblem(f"{what} has foreign key violations: {'; '.join(fk[:3])}")
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+def copy_consistent(
+    source: sqlite3.Connection,
+    destination: Path,
+    *,
+    deadline: Deadline,
+    progress: ProgressFn | None = None,
+) -> DatabaseInfo:
+    """Copy `source` into `destination` with the online backup API, in steps over one pinned read
+    transaction: the copy is one point in time even while other processes write (they wait, or in
+    WAL mode go on), the deadline is checked between steps, and a hot journal is rolled back first.
+    """
+    if source.in_transaction:
+        raise RuntimeError("copy_consistent needs a source connection without an open transaction")
+    source.execute("BEGIN")
+    try:
+        source.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the read lock now
+        details = info(source)
+        with opened(destination, create=True) as target:
+
+            def step(_status: int, remaining: int, total: int) -> None:
+                deadline.check("copying the database")
+                if progress is not None:
+                    progress(total - remaining, total)
+
+            source.backup(target, pages=COPY_STEP_PAGES, progress=step, sleep=0.05)
+    finally:
+        source.execute("ROLLBACK")
+    return details
+
+
+@contextlib.contextmanager
+def scratch_file(directory: Path, prefix: str, suffix: str = "") -> Iterator[Path]:
+    """A fresh temporary path in `directory`, removed afterwards whatever happens."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+    os.close(fd)
+    path = Path(name)
+    try:
+        yield path
+    finally:
+        for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,114 @@
+"""Checks on the machine the job runs on: which filesystem holds the database, is the disk mounted.
+
+On Render the pre-deploy command and one-off jobs run without the service's persistent disk; an
+unmounted mount path is just an empty folder there. These checks turn that into a loud refusal.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from job.errors import EnvironmentRefused
+
+NETWORK_FS_TYPES = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse", "9p", "ceph", "glusterfs", "lustre", "afs"}
+)
+MIN_SQLITE = (3, 35, 5)  # DROP COLUMN (3.35.0), with the fixes that could corrupt the file (3.35.5)
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_point: Path
+    fs_type: str
+    source: str
+
+
+def _unescape(field: str) -> str:
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Mount]:
+    found = []
+    for line in mountinfo.read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if len(fields) >= 5 and len(rest) >= 2:
+            found.append(Mount(Path(_unescape(fields[4])), rest[0], rest[1]))
+    return found
+
+
+def existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path.resolve()
+
+
+def mount_of(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> Mount:
+    """The mount that holds `path` (or would hold it, for a file not created yet)."""
+    target = existing_ancestor(path)
+    best = None
+    for mount in mounts(mountinfo):
+        holds = target == mount.mount_point or mount.mount_point in target.parents
+        if holds and (best is None or len(mount.mount_point.parts) >= len(best.mount_point.parts)):
+            best = mount
+    if best is None:
+        raise EnvironmentRefused(f"cannot find the filesystem that holds {path}")
+    return best
+
+
+def is_network_fs(fs_type: str) -> bool:
+    return fs_type in NETWORK_FS_TYPES or fs_type.startswith(("fuse.", "nfs"))
+
+
+def refuse_network_fs(db_path: Path, *, allowed: bool) -> None:
+    mount = mount_of(db_path.parent)
+    if is_network_fs(mount.fs_type) and not allowed:
+        raise EnvironmentRefused(
+            f"{db_path.parent} is on a network filesystem ({mount.fs_type} at {mount.mount_point}), "
+            "where SQLite locking is unreliable; move the database to a local disk or pass "
+            "--allow-network-fs if you accept the risk"
+        )
+
+
+def is_mount_point(path: Path) -> bool:
+    return path.is_dir() and os.path.ismount(path)
+
+
+def require_disk(disk: Path, db_path: Path) -> None:
+    """Refuse unless `disk` is mounted and holds the database (exit 4, nothing created)."""
+    if not is_mount_point(disk):
+        raise EnvironmentRefused(
+            f"DISK_MOUNT_PATH {disk} is not a mounted disk here. On Render this happens in the "
+            "pre-deploy command and in one-off jobs, which run without the service's persistent "
+            "disk: run 'relayer-job preflight' there, and 'relayer-job gate -- <relayer>' as the "
+            "service's start command (dockerCommand), which does see the disk"
+        )
+    db_abs = db_path.absolute()
+    if disk.absolute() not in db_abs.parents:
+        raise EnvironmentRefused(
+            f"database {db_path} is not under DISK_MOUNT_PATH {disk}: set DATABASE_PATH to a file "
+            "on the disk, or it will not survive a deploy"
+        )
+
+
+def require_sqlite_version() -> None:
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        want = ".".join(map(str, MIN_SQLITE))
+        raise EnvironmentRefused(
+            f"SQLite {sqlite3.sqlite_version} is too old: the migrations need >= {want} "
+            "(ALTER TABLE DROP COLUMN); use the job's container image"
+        )
+
+
+def require_free_space(directory: Path, needed: int, *, what: str) -> None:
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise EnvironmentRefused(
+            f"not enough free space in {directory} for {what}: need {needed} bytes, "
+            f"{free} free; grow the disk or prune old files"
+        )

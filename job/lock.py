@@ -1,0 +1,111 @@
+"""The disk lock: one writer at a time on relayer.db, across processes and containers on the disk.
+
+flock(2) on a separate lock file next to the database: never on relayer.db or its -journal/-wal/-shm
+(SQLite's own POSIX locks live there), never lockf (lost when any fd on the file is closed). The
+kernel releases it when the holder dies, so a SIGKILLed job cannot leave a stale lock; the file itself
+stays, and only records who holds the lock for the benefit of a waiter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from job.errors import EnvironmentRefused, LockTimeout
+from job.log import get_logger
+
+POLL_SECONDS = 0.1
+
+
+@dataclass
+class DiskLock:
+    path: Path
+    fd: int
+
+    def share(self, holder: str) -> None:
+        """Downgrade to a shared lock that a child can inherit across exec (gate --hold-lock)."""
+        fcntl.flock(self.fd, fcntl.LOCK_SH)
+        _write_holder(self.fd, holder)
+        os.set_inheritable(self.fd, True)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def _write_holder(fd: int, command: str) -> None:
+    info = {
+        "pid": os.getpid(),
+        "hostname": socket.gethostname(),
+        "command": command,
+        "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+
+
+def read_holder(path: Path) -> str:
+    """Who holds the lock, as recorded by the holder (best effort: it may be mid-write)."""
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "unknown holder"
+    if not info:
+        return "unknown holder"
+    return (
+        f"pid {info.get('pid')} on {info.get('hostname')} "
+        f"running '{info.get('command')}' since {info.get('since')}"
+    )
+
+
+def acquire(path: Path, *, timeout: float, command: str) -> DiskLock:
+    """Take the exclusive lock, polling until `timeout` seconds have passed (then exit 3)."""
+    log = get_logger()
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise EnvironmentRefused(
+            f"cannot open lock file {path}: {exc.strerror}; set --lock-file / JOB_LOCK_FILE "
+            "to a writable path next to the database"
+        ) from exc
+    started = time.monotonic()
+    announced = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            waited = time.monotonic() - started
+            if waited >= timeout:
+                os.close(fd)
+                raise LockTimeout(
+                    f"lock {path} not acquired within {timeout:g}s: held by {read_holder(path)}; "
+                    "wait for it to finish or raise --lock-timeout / JOB_LOCK_TIMEOUT",
+                    lock_file=str(path),
+                ) from None
+            if not announced:
+                log.info("lock.waiting", lock_file=str(path), holder=read_holder(path))
+                announced = True
+            time.sleep(min(POLL_SECONDS, max(timeout - waited, 0.01)))
+    _write_holder(fd, command)
+    log.info("lock.acquired", lock_file=str(path), waited_s=round(time.monotonic() - started, 3))
+    return DiskLock(path, fd)
+
+
+@contextlib.contextmanager
+def held(path: Path, *, timeout: float, command: str) -> Iterator[DiskLock]:
+    lock = acquire(path, timeout=timeout, command=command)
+    try:
+        yield lock
+    finally:
+        lock.release()

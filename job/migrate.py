@@ -1,0 +1,303 @@
+"""The migration runner: assess the database against the migration files, then apply what is pending.
+
+Each pending file runs in one `BEGIN IMMEDIATE` transaction together with its ledger row and a
+foreign_key_check, statement by statement through `execute()` on a connection in SQLite's own
+autocommit mode (never `executescript`, which commits a pending transaction by itself on Python
+3.11). Any failure rolls the file back completely; files applied before it stay applied.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from job import __version__, database, ledger
+from job.config import Config
+from job.deadline import Deadline
+from job.environment import refuse_network_fs, require_sqlite_version
+from job.errors import DatabaseProblem, DeadlineExceeded, LockTimeout, MigrationFailed
+from job.lock import held
+from job.log import get_logger
+from job.migrations import Migration, discover, line_ending_variants
+from job.schema import Schema, describe, differences, summarise
+
+APPLIED_BY = f"relayer-job {__version__}"
+
+
+def replay(migrations: Sequence[Migration]) -> list[Schema]:
+    """The schema after each prefix of `migrations`, replayed on an empty in-memory database:
+    element k is the schema once the first k files are applied. Stops at the first file that
+    fails even on an empty database."""
+    schemas: list[Schema] = []
+    with database.opened(":memory:") as conn:
+        schemas.append(describe(conn))
+        for migration in migrations:
+            try:
+                for statement in migration.statements:
+                    conn.execute(statement.sql)
+            except sqlite3.Error:
+                break
+            schemas.append(describe(conn))
+    return schemas
+
+
+def version_label(migrations: Sequence[Migration], count: int) -> str:
+    return migrations[count - 1].name if count else "empty (no migration applied)"
+
+
+@dataclass
+class Assessment:
+    """Where the database stands relative to the migration files."""
+
+    migrations: list[Migration]
+    schemas: list[Schema]
+    applied: int  # the schema equals the first `applied` files
+    adopt: list[Migration] = field(default_factory=list)  # applied but missing from the ledger
+    drift: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> list[Migration]:
+        return self.migrations[self.applied :]
+
+    @property
+    def schema_version(self) -> int:
+        return self.migrations[self.applied - 1].number if self.applied else 0
+
+
+def _check_ledger_against_files(entries: dict[str, ledger.Entry], migrations: list[Migration]) -> None:
+    by_name = {m.name: m for m in migrations}
+    unknown = sorted(name for name in entries if name not in by_name)
+    if unknown:
+        raise DatabaseProblem(
+            f"the database is newer than this job: it records {', '.join(unknown)}, which is not "
+            "in the migrations directory; deploy a job version that has it (or check "
+            "MIGRATIONS_DIR)"
+        )
+    for name, entry in entries.items():
+        migration = by_name[name]
+        if entry.checksum is None or entry.checksum == migration.checksum:
+            continue
+        data = migration.path.read_bytes()
+        hint = (
+            "only its line endings changed (keep migrations LF-only, see .gitattributes)"
+            if entry.checksum in line_ending_variants(data)
+            else "an applied migration must never be edited; add a new migration instead"
+        )
+        raise DatabaseProblem(
+            f"applied migration {name} was edited: recorded checksum {entry.checksum}, file now "
+            f"{migration.checksum}; {hint}"
+        )
+
+
+def assess(conn: sqlite3.Connection, migrations: list[Migration], *, allow_drift: bool = False) -> Assessment:
+    """Compare the live database with the migrations, or raise DatabaseProblem (exit 5)."""
+    entries = ledger.read(conn)
+    _check_ledger_against_files(entries, migrations)
+    live = describe(conn)
+    schemas = replay(migrations)
+    names = [m.name for m in migrations]
+    recorded = next((k for k in range(len(names), -1, -1) if set(names[:k]) == set(entries)), None)
+
+    if recorded is not None and recorded < len(schemas) and live == schemas[recorded]:
+        return Assessment(migrations, schemas, recorded)
+
+    # The ledger does not describe the schema: adopt a prefix the schema provably equals.
+    floor = max((names.index(n) + 1 for n in entries), default=0)
+    matches = [k for k in range(floor, len(schemas)) if schemas[k] == live]
+    if matches:
+        applied = matches[0]
+        adopt = [m for m in migrations[:applied] if m.name not in entries]
+        return Assessment(migrations, schemas, applied, adopt=adopt)
+
+    nearest = min(range(len(schemas)), key=lambda k: sum(map(len, differences(live, schemas[k]).values())))
+    if recorded is not None and recorded < len(schemas):
+        drift = differences(live, schemas[recorded])
+        if allow_drift:
+            return Assessment(migrations, schemas, recorded, drift=drift)
+        raise DatabaseProblem(
+            f"schema drift: the ledger says {version_label(migrations, recorded)} but the live "
+            f"schema differs: {summarise(drift)}; nearest known version: "
+            f"{version_label(migrations, nearest)} (pass --allow-drift to migrate anyway)",
+            drift=drift,
+        )
+    raise DatabaseProblem(
+        "the database schema matches no known version, so the job cannot tell which migrations "
+        f"were applied (a half-applied file?); nearest is {version_label(migrations, nearest)}: "
+        f"{summarise(differences(live, schemas[nearest]))}",
+        drift=differences(live, schemas[nearest]),
+    )
+
+
+def _locked_error(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if _locked_error(exc):
+            raise LockTimeout(
+                f"the database is locked by another process ({exc}); is the relayer running? "
+                "stop it, or let 'gate' run the job before it starts"
+            ) from exc
+        raise
+
+
+def _adopt(conn: sqlite3.Connection, adopt: list[Migration]) -> None:
+    _begin(conn)
+    try:
+        entries = ledger.read(conn)
+        for migration in adopt:
+            if migration.name not in entries:
+                ledger.record(
+                    conn,
+                    ledger.Entry(
+                        migration.name,
+                        migration.checksum,
+                        database.now_iso(),
+                        None,
+                        f"{APPLIED_BY} (adopted: schema already matched)",
+                    ),
+                )
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+def apply_one(conn: sqlite3.Connection, migration: Migration, deadline: Deadline) -> int | None:
+    """Apply one file atomically with its ledger row; its duration in ms, or None if the ledger
+    (re-read inside the write transaction) shows it was applied meanwhile."""
+    started = time.monotonic()
+    conn.set_progress_handler(lambda: int(deadline.expired()), 10_000)
+    _begin(conn)
+    try:
+        if migration.name in ledger.read(conn):
+            return None
+        for statement in migration.statements:
+            try:
+                conn.execute(statement.sql)
+            except sqlite3.Error as exc:
+                if deadline.expired():
+                    raise DeadlineExceeded(
+                        f"deadline exceeded while applying {migration.name}; it was rolled back"
+                    ) from exc
+                raise MigrationFailed(
+                    f"{migration.name} line {statement.line} failed: {exc}; the file was rolled "
+                    "back and the database is as it was before it",
+                    migration=migration.name,
+                    line=statement.line,
+                ) from exc
+        problems = database.foreign_key_problems(conn)
+        if problems:
+            raise MigrationFailed(
+                f"{migration.name} leaves foreign key violations ({'; '.join(problems[:3])}); "
+                "the file was rolled back",
+                migration=migration.name,
+            )
+        duration_ms = round((time.monotonic() - started) * 1000)
+        ledger.record(
+            conn,
+            ledger.Entry(migration.name, migration.checksum, database.now_iso(), duration_ms, APPLIED_BY),
+        )
+        conn.execute("COMMIT")
+        return duration_ms
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.set_progress_handler(None, 0)
+
+
+def migrate_connection(
+    conn: sqlite3.Connection,
+    migrations: list[Migration],
+    *,
+    deadline: Deadline,
+    allow_drift: bool = False,
+) -> dict[str, Any]:
+    """Adopt, apply and verify on an open connection; the facts for the run's summary."""
+    log = get_logger()
+    assessment = assess(conn, migrations, allow_drift=allow_drift)
+    if assessment.drift:
+        log.warning("schema.drift", allowed=True, differences=assessment.drift)
+    if (assessment.adopt or assessment.pending) and ledger.needs_preparing(conn):
+        _begin(conn)
+        try:
+            ledger.prepare(conn)
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+    if assessment.adopt:
+        _adopt(conn, assessment.adopt)
+        log.info("migration.adopted", names=[m.name for m in assessment.adopt])
+    if not assessment.pending:
+        log.info("migration.none_pending", schema_version=assessment.schema_version)
+    applied = []
+    for migration in assessment.pending:
+        deadline.check(f"starting {migration.name}")
+        log.info("migration.started", name=migration.name)
+        duration_ms = apply_one(conn, migration, deadline)
+        if duration_ms is None:
+            log.info("migration.skipped", name=migration.name, reason="applied by another runner")
+            continue
+        applied.append({"name": migration.name, "duration_ms": duration_ms})
+        log.info("migration.applied", name=migration.name, duration_ms=duration_ms)
+    final = len(migrations)
+    drift = (
+        differences(describe(conn), assessment.schemas[final])
+        if final < len(assessment.schemas)
+        else {"migrations": ["a migration fails on an empty database"]}
+    )
+    if drift and not allow_drift:
+        raise DatabaseProblem(f"schema drift after migrating: {summarise(drift)}", drift=drift)
+    return {
+        "applied": applied,
+        "adopted": [m.name for m in assessment.adopt],
+        "schema_version": migrations[-1].number,
+        "drift": drift,
+    }
+
+
+def run(config: Config, *, dry_run: bool = False, allow_drift: bool = False) -> dict[str, Any]:
+    """`relayer-job migrate`: lock the disk, open (or create) the database, migrate it."""
+    log = get_logger()
+    require_sqlite_version()
+    migrations = discover(config.migrations_dir)
+    deadline = Deadline(config.deadline)
+    if dry_run:
+        return _dry_run(config, migrations, deadline, allow_drift)
+    db_path = config.db_path
+    refuse_network_fs(db_path, allowed=config.allow_network_fs)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with held(config.lock_file, timeout=config.lock_timeout, command="migrate"):
+        created = not db_path.exists()
+        with database.opened(db_path, create=True) as conn:
+            if created:
+                log.info("database.created", path=str(db_path))
+            facts = migrate_connection(conn, migrations, deadline=deadline, allow_drift=allow_drift)
+    return {"db": str(db_path), "new_database": created, **facts}
+
+
+def _dry_run(
+    config: Config, migrations: list[Migration], deadline: Deadline, allow_drift: bool
+) -> dict[str, Any]:
+    """Rehearse on a consistent copy of the live database; the live file is never written."""
+    log = get_logger()
+    with tempfile.TemporaryDirectory(prefix="relayer-job-dry-run-") as scratch:
+        copy = Path(scratch) / "rehearsal.db"
+        if config.db_path.exists():
+            with database.opened(config.db_path) as live:
+                database.copy_consistent(live, copy, deadline=deadline)
+        else:
+            log.info("database.missing", path=str(config.db_path), rehearsal="empty database")
+        with database.opened(copy, create=True) as conn:
+            facts = migrate_connection(conn, migrations, deadline=deadline, allow_drift=allow_drift)
+    log.info("migration.dry_run", would_apply=[a["name"] for a in facts["applied"]])
+    return {"db": str(config.db_path), "dry_run": True, **facts}

@@ -1,0 +1,84 @@
+"""`relayer-job status`: what the database is and where it stands, without changing anything."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from job import database, ledger
+from job.config import Config
+from job.errors import DatabaseProblem
+from job.migrate import assess
+from job.migrations import discover
+
+
+def report(config: Config) -> tuple[dict[str, Any], DatabaseProblem | None]:
+    """The status report, and the database problem it found (if any) for the exit code."""
+    migrations = discover(config.migrations_dir)
+    out: dict[str, Any] = {
+        "db": str(config.db_path),
+        "exists": config.db_path.exists(),
+        "migrations_dir": str(config.migrations_dir),
+        "sqlite_version": sqlite3.sqlite_version,
+    }
+    if not out["exists"]:
+        out.update(applied=[], pending=[m.name for m in migrations], schema_version=0)
+        return out, None
+    problem = None
+    with database.opened(config.db_path) as conn:
+        details = database.info(conn)
+        entries = ledger.read(conn)
+        out.update(
+            size_bytes=details.size,
+            page_size=details.page_size,
+            journal_mode=details.journal_mode,
+            applied=[
+                {
+                    "name": e.name,
+                    "checksum": e.checksum,
+                    "applied_at": e.applied_at,
+                    "applied_by": e.applied_by or "relayer (no checksum recorded)",
+                }
+                for e in sorted(entries.values(), key=lambda e: e.name)
+            ],
+        )
+        try:
+            assessment = assess(conn, migrations, allow_drift=True)
+        except DatabaseProblem as exc:
+            problem = exc
+            out.update(problem=exc.message, drift=exc.facts.get("drift", {}))
+        else:
+            out.update(
+                schema_version=assessment.schema_version,
+                pending=[m.name for m in assessment.pending],
+                unrecorded_but_applied=[m.name for m in assessment.adopt],
+                drift=assessment.drift,
+            )
+            if assessment.drift:
+                problem = DatabaseProblem("schema drift: see 'drift' in the status report")
+    return out, problem
+
+
+def render_text(status: dict[str, Any]) -> str:
+    """The human-readable form of the report."""
+    lines = [f"database        {status['db']}" + ("" if status["exists"] else " (does not exist)")]
+    if status["exists"]:
+        lines.append(
+            f"size            {status.get('size_bytes', 0)} bytes, journal mode {status.get('journal_mode')}"
+        )
+    lines.append(f"sqlite          {status['sqlite_version']}")
+    lines.append(f"schema version  {status.get('schema_version', 'unknown')}")
+    for entry in status.get("applied", []):
+        lines.append(f"applied         {entry['name']}  {entry['applied_at'] or ''}  {entry['applied_by']}")
+    for name in status.get("unrecorded_but_applied", []):
+        lines.append(f"unrecorded      {name} (schema has it; 'migrate' will record it)")
+    for name in status.get("pending", []):
+        lines.append(f"pending         {name}")
+    for obj, items in status.get("drift", {}).items():
+        lines.append(f"drift           {obj}: {'; '.join(items)}")
+    if "problem" in status:
+        lines.append(f"problem         {status['problem']}")
+    snapshot = status.get("last_snapshot")
+    if snapshot is not None:
+        lines.append(f"last snapshot   {snapshot}")
+    return "\n".join(lines)
