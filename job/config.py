@@ -34,6 +34,7 @@ class S3Options:
     sse: str | None = None
     sse_kms_key_id: str | None = None
     storage_class: str | None = None
+    part_size_mb: int = 16
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,16 @@ def _seconds(raw: Any, source: str) -> float:
         raise UsageError(f"{source}: expected a number of seconds, got {raw!r}") from None
     if not value > 0 or value == float("inf"):
         raise UsageError(f"{source}: expected a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _part_size(raw: Any, source: str) -> int:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"{source}: expected a whole number of MiB, got {raw!r}") from None
+    if not 5 <= value <= 5120:
+        raise UsageError(f"{source}: S3 parts must be 5 to 5120 MiB, got {raw!r}")
     return value
 
 
@@ -173,6 +184,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         sse=_parse(flags, env, "--s3-sse", "S3_SSE", None, _choice(SSE_MODES)),
         sse_kms_key_id=_parse(flags, env, "--s3-sse-kms-key-id", "S3_SSE_KMS_KEY_ID", None, _text),
         storage_class=_parse(flags, env, "--s3-storage-class", "S3_STORAGE_CLASS", None, _text),
+        part_size_mb=_parse(flags, env, "--s3-part-size-mb", "S3_PART_SIZE_MB", 16, _part_size),
     )
     if s3.sse_kms_key_id and s3.sse != "aws:kms":
         raise UsageError("--s3-sse-kms-key-id / S3_SSE_KMS_KEY_ID needs --s3-sse aws:kms")

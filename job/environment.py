@@ -65,8 +65,10 @@ def is_network_fs(fs_type: str) -> bool:
     return fs_type in NETWORK_FS_TYPES or fs_type.startswith(("fuse.", "nfs"))
 
 
-def refuse_network_fs(db_path: Path, *, allowed: bool) -> None:
-    mount = mount_of(db_path.parent)
+def refuse_network_fs(
+    db_path: Path, *, allowed: bool, mountinfo: Path = Path("/proc/self/mountinfo")
+) -> None:
+    mount = mount_of(db_path.parent, mountinfo)
     if is_network_fs(mount.fs_type) and not allowed:
         raise EnvironmentRefused(
             f"{db_path.parent} is on a network filesystem ({mount.fs_type} at {mount.mount_point}), "

@@ -19,12 +19,17 @@ from typing import Any, NoReturn
 from job import __version__
 from job import config as config_module
 from job import log as logging_setup
-from job.cli import migrate, options, status
+from job.cli import migrate, options, snapshot, snapshots, status
 from job.cli.outcome import Outcome
 from job.errors import JobError, UsageError
 
-COMMANDS: dict[str, ModuleType] = {"migrate": migrate, "status": status}
-USES_STORE: set[str] = set()
+COMMANDS: dict[str, ModuleType] = {
+    "migrate": migrate,
+    "status": status,
+    "snapshot": snapshot,
+    "snapshots": snapshots,
+}
+USES_STORE: set[str] = {"status", "snapshot", "snapshots"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -83,10 +88,11 @@ def _fail(started: float, exc: JobError, *, traceback: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
-        _fallback_logging(command="?")
+        _fallback_logging(command=next((a for a in argv if a in COMMANDS), "?"))
         return _fail(started, exc, traceback=False)
     command: str = args.command
     module: ModuleType = args.module

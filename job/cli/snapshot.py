@@ -1,0 +1,22 @@
+"""relayer-job snapshot [--reason R] [--if-db-exists]"""
+
+from __future__ import annotations
+
+import argparse
+
+from job import snapshot
+from job.cli.outcome import Outcome
+from job.config import Config
+
+HELP = "snapshot the database to the store (consistent copy, zstd, SHA-256, manifest last)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", default="manual", help="recorded in the manifest (default manual)")
+    parser.add_argument(
+        "--if-db-exists", action="store_true", help="succeed without a snapshot when there is no database"
+    )
+
+
+def run(config: Config, args: argparse.Namespace) -> Outcome:
+    return Outcome(snapshot.run(config, reason=args.reason, if_db_exists=args.if_db_exists))

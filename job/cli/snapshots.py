@@ -1,0 +1,82 @@
+"""relayer-job snapshots list [--json] | verify [ID|latest] [--download] | prune --keep-last N"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from job import catalog
+from job.cli import options
+from job.cli.outcome import Outcome
+from job.config import Config
+from job.deadline import Deadline
+from job.errors import UsageError
+from job.store import open_store
+
+HELP = "list, verify or prune the snapshots in the store"
+WRITES_STDOUT = True
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(parser))
+    shared = [options.common(), options.store()]
+    listing = actions.add_parser("list", help="committed snapshots, newest first", parents=shared)
+    listing.add_argument("--json", action="store_true", help="print a JSON array on stdout")
+    verify = actions.add_parser(
+        "verify", help="check a snapshot (with --download: a restore drill)", parents=shared
+    )
+    verify.add_argument("which", nargs="?", default="latest", metavar="ID|latest")
+    verify.add_argument(
+        "--download",
+        action="store_true",
+        help="download, check both SHA-256 values, decompress and run integrity_check",
+    )
+    prune = actions.add_parser("prune", help="delete old snapshots (dry run unless --apply)", parents=shared)
+    prune.add_argument("--keep-last", required=True, metavar="N", help="committed snapshots to keep")
+    prune.add_argument("--keep-days", metavar="D", help="also keep snapshots younger than D days")
+    prune.add_argument("--apply", action="store_true", help="really delete")
+
+
+def _number(raw: str | None, flag: str) -> float | None:
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise UsageError(f"{flag}: expected a number, got {raw!r}") from None
+
+
+def run(config: Config, args: argparse.Namespace) -> Outcome:
+    deadline = Deadline(config.deadline)
+    store = open_store(config.store_url, config.s3, deadline)
+    if args.action == "list":
+        rows = [catalog.summary(m) for m in catalog.committed(store)]
+        if args.json:
+            print(json.dumps(rows), flush=True)
+        else:
+            for row in rows:
+                print(
+                    f"{row['id']}  {row['created_at']}  {row['size']:>12} B  "
+                    f"schema {row['schema_version']}  {row['reason']}",
+                    flush=True,
+                )
+            if not rows:
+                print(f"no committed snapshots in {store.url}", flush=True)
+        return Outcome({"count": len(rows), "store": store.url})
+    if args.action == "verify":
+        with tempfile.TemporaryDirectory(prefix="relayer-job-verify-") as scratch:
+            facts = catalog.verify(
+                store, args.which, download=args.download, deadline=deadline, scratch=Path(scratch)
+            )
+        print(f"snapshot {facts['id']} verified", flush=True)
+        return Outcome(facts)
+    keep_last = _number(args.keep_last, "--keep-last")
+    if keep_last is None or keep_last != int(keep_last):
+        raise UsageError(f"--keep-last: expected a whole number, got {args.keep_last!r}")
+    plan = catalog.prune(
+        store, keep_last=int(keep_last), keep_days=_number(args.keep_days, "--keep-days"), apply=args.apply
+    )
+    print(json.dumps(plan), flush=True)
+    return Outcome(plan)

@@ -1,0 +1,293 @@
+"""S3 and S3-compatible stores through boto3. Standard AWS configuration applies unchanged
+(credential chain, AWS_REGION, AWS_ENDPOINT_URL(_S3), AWS_CA_BUNDLE); see job.retry for how
+botocore's and tenacity's retries share the work."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    ResponseStreamingError,
+    SSLError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+from s3transfer.exceptions import RetriesExceededError
+from urllib3.exceptions import ProtocolError
+
+from job import __version__, retry
+from job.config import S3Options
+from job.deadline import Deadline
+from job.errors import JobError, StoreError, VerificationFailed
+from job.store.base import ObjectInfo
+
+T = TypeVar("T")
+MB = 1024 * 1024
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20
+THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
+TRANSIENT_CODES = THROTTLING | {"RequestTimeout", "InternalError", "ServiceUnavailable", "BadDigest"}
+HINTS = {
+    "AccessDenied": "the credentials lack permission for this operation: see the IAM policy in README",
+    "InvalidAccessKeyId": "AWS_ACCESS_KEY_ID is not known to the store",
+    "SignatureDoesNotMatch": "AWS_SECRET_ACCESS_KEY does not match AWS_ACCESS_KEY_ID",
+    "NoSuchBucket": "the bucket does not exist: check SNAPSHOT_STORE, AWS_REGION and AWS_ENDPOINT_URL_S3",
+    "AuthorizationHeaderMalformed": "check AWS_REGION for this bucket",
+    "PermanentRedirect": "the bucket is in another region: set AWS_REGION",
+    "InvalidRequest": "the store rejected the request: for stores that do not support boto3's "
+    "default checksums set S3_CHECKSUM_MODE=when_required",
+}
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    if isinstance(exc, RetriesExceededError) and exc.last_exception is not None:
+        return exc.last_exception
+    return exc
+
+
+def _code(exc: ClientError) -> tuple[str, int]:
+    error = exc.response.get("Error", {})
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return str(error.get("Code", "")), status
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: throttling, 5xx, timeouts, dropped connections, truncated bodies."""
+    exc = _unwrap(exc)
+    if isinstance(exc, ClientError):
+        code, status = _code(exc)
+        return status >= 500 or code in TRANSIENT_CODES
+    if isinstance(exc, SSLError):
+        return False
+    return isinstance(
+        exc,
+        BotoConnectionError
+        | ResponseStreamingError
+        | IncompleteReadError
+        | ProtocolError
+        | http.client.IncompleteRead
+        | ConnectionError
+        | TimeoutError,
+    )
+
+
+def _composite_sha256(path: Path, part_size: int) -> str:
+    """S3's checksum of a multipart upload: SHA-256 over the parts' SHA-256 digests, '-N'."""
+    digests = []
+    with path.open("rb") as f:
+        while chunk := f.read(part_size):
+            digests.append(hashlib.sha256(chunk).digest())
+    return f"{base64.b64encode(hashlib.sha256(b''.join(digests)).digest()).decode()}-{len(digests)}"
+
+
+class S3Store:
+    def __init__(self, bucket: str, prefix: str, options: S3Options, deadline: Deadline) -> None:
+        self.bucket, self.prefix, self.options, self.deadline = bucket, prefix, options, deadline
+        self.part_size = options.part_size_mb * MB
+        config = Config(
+            retries={"mode": "standard", "total_max_attempts": retry.BOTOCORE_ATTEMPTS},
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=READ_TIMEOUT_S,
+            s3={"addressing_style": options.addressing_style},  # type: ignore[arg-type]
+            request_checksum_calculation=options.checksum_mode,  # type: ignore[arg-type]
+            response_checksum_validation=options.checksum_mode,  # type: ignore[arg-type]
+            user_agent_extra=f"relayer-job/{__version__}",
+        )
+        self.client = boto3.session.Session().client("s3", config=config)
+        self.checksums = options.checksum_mode == "when_supported"
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, operation: str, key: str, fn: Callable[[], T]) -> T:
+        """One store operation with retries; failures become StoreError (exit 6) saying what to fix."""
+        try:
+            return retry.call(
+                f"{operation} {self.url}/{key}", fn, transient=is_transient, deadline=self.deadline
+            )
+        except JobError:
+            raise
+        except (BotoCoreError, ClientError, RetriesExceededError, OSError, ValueError) as exc:
+            raise self._error(operation, key, _unwrap(exc)) from exc
+
+    def _error(self, operation: str, key: str, exc: BaseException) -> StoreError:
+        where = f"{self.url}/{key}"
+        if isinstance(exc, ClientError):
+            code, status = _code(exc)
+            hint = HINTS.get(code) or (
+                "the store kept failing; retries exhausted" if is_transient(exc) else "request rejected"
+            )
+            return StoreError(f"{operation} {where} failed: {code or status} ({status}): {hint}")
+        if isinstance(exc, NoCredentialsError):
+            return StoreError(
+                f"{operation} {where}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or attach a role)"
+            )
+        if isinstance(exc, SSLError):
+            return StoreError(
+                f"{operation} {where}: TLS verification of the endpoint failed ({exc}); point "
+                "AWS_CA_BUNDLE at the CA that signed its certificate"
+            )
+        return StoreError(f"{operation} {where} failed after retries: {type(exc).__name__}: {exc}")
+
+    def _extra_args(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.options.sse:
+            extra["ServerSideEncryption"] = self.options.sse
+        if self.options.sse_kms_key_id:
+            extra["SSEKMSKeyId"] = self.options.sse_kms_key_id
+        if self.options.storage_class:
+            extra["StorageClass"] = self.options.storage_class
+        return extra
+
+    def put_file(self, key: str, source: Path, *, sha256: str) -> ObjectInfo:
+        size = source.stat().st_size
+        multipart = size >= self.part_size
+        extra = {**self._extra_args(), "Metadata": {"sha256": sha256}}
+        if self.checksums:
+            if multipart:
+                extra["ChecksumAlgorithm"] = "SHA256"
+            else:  # the store verifies the bytes it received against our own hash
+                extra["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
+        transfer = TransferConfig(
+            multipart_threshold=self.part_size, multipart_chunksize=self.part_size, max_concurrency=4
+        )
+
+        def upload() -> None:
+            with source.open("rb") as f:
+                self.client.upload_fileobj(f, self.bucket, self._key(key), ExtraArgs=extra, Config=transfer)
+
+        self._call("upload", key, upload)
+        info = self.head(key)
+        if info is None or info.size != size:
+            raise VerificationFailed(
+                f"{self.url}/{key} has {info.size if info else 'no'} bytes after upload, expected {size}"
+            )
+        if not self.checksums:
+            return info
+        expected = (
+            _composite_sha256(source, self.part_size)
+            if multipart
+            else base64.b64encode(bytes.fromhex(sha256)).decode()
+        )
+        reported = self._head_checksum(key)
+        if reported is not None and reported.split("-")[0] != expected.split("-")[0]:
+            raise VerificationFailed(
+                f"{self.url}/{key}: the store reports checksum {reported}, expected {expected}"
+            )
+        return ObjectInfo(info.key, info.size, info.modified, checksum_verified=reported is not None)
+
+    def _head_checksum(self, key: str) -> str | None:
+        response = self._call(
+            "head",
+            key,
+            lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED"),
+        )
+        value = response.get("ChecksumSHA256")
+        return str(value) if value else None
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        extra = self._extra_args()
+        if self.checksums:
+            extra["ChecksumSHA256"] = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        self._call(
+            "put",
+            key,
+            lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra),
+        )
+
+    def head(self, key: str) -> ObjectInfo | None:
+        def head() -> ObjectInfo | None:
+            try:
+                response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if _code(exc)[1] == 404:
+                    return None
+                raise
+            return ObjectInfo(key, int(response["ContentLength"]), response["LastModified"])
+
+        return self._call("head", key, head)
+
+    def get_bytes(self, key: str) -> bytes:
+        def get() -> bytes:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            return body
+
+        return self._call("get", key, get)
+
+    def download(self, key: str, destination: Path) -> None:
+        self._call(
+            "download",
+            key,
+            lambda: self.client.download_file(self.bucket, self._key(key), str(destination)),
+        )
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        def collect() -> list[ObjectInfo]:
+            found = []
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                for obj in page.get("Contents", []):
+                    relative = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
+                    found.append(ObjectInfo(relative, int(obj["Size"]), obj["LastModified"]))
+            return found
+
+        yield from self._call("list", prefix, collect)
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            objects = {"Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True}
+            response = self._call(
+                "delete",
+                batch[0],
+                lambda objects=objects: self.client.delete_objects(  # type: ignore[misc]
+                    Bucket=self.bucket, Delete=objects
+                ),
+            )
+            errors = response.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise StoreError(
+                    f"delete {self.url}/{first.get('Key')} failed: {first.get('Code')}: "
+                    f"{HINTS.get(str(first.get('Code')), first.get('Message'))}"
+                )
+
+    def abort_stale_uploads(self, prefix: str, older_than: datetime) -> list[str]:
+        def stale() -> list[Any]:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            return [
+                upload
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+                for upload in page.get("Uploads", [])
+                if upload["Initiated"] < older_than
+            ]
+
+        aborted = []
+        for upload in self._call("list uploads", prefix, stale):
+            self._call(
+                "abort upload",
+                upload["Key"],
+                lambda upload=upload: self.client.abort_multipart_upload(  # type: ignore[misc]
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                ),
+            )
+            aborted.append(str(upload["Key"]))
+        return aborted

@@ -1,0 +1,346 @@
+"""The migration runner end to end through the real CLI, on realistic relayer databases."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import base_env
+from tests.support.legacy import (
+    MIGRATIONS,
+    build_legacy_001,
+    dump,
+    relayer_startup,
+    row_counts,
+)
+
+ALL = ["001_initial.sql", "002_plan_schema.sql", "003_bootstrap_devices.sql", "004_cursor_chat_id.sql"]
+
+FINAL_COLUMNS = {
+    "admin": [
+        ("id", "TEXT", 0, None, 1), ("username", "TEXT", 1, None, 0),
+        ("password_hash", "TEXT", 1, None, 0), ("totp_secret", "TEXT", 1, None, 0),
+        ("created_at", "TEXT", 1, None, 0), ("updated_at", "TEXT", 1, None, 0),
+    ],
+    "devices": [
+        ("id", "TEXT", 0, None, 1), ("admin_id", "TEXT", 1, None, 0),
+        ("device_id", "TEXT", 1, None, 0), ("name", "TEXT", 0, None, 0),
+        ("role", "TEXT", 1, None, 0), ("token_hash", "TEXT", 0, None, 0),
+        ("registered_at", "TEXT", 1, None, 0), ("last_seen_at", "TEXT", 1, None, 0),
+    ],
+    "device_registration_codes": [
+        ("id", "TEXT", 0, None, 1), ("code", "TEXT", 1, None, 0),
+        ("created_by_device_id", "TEXT", 1, None, 0), ("used", "INTEGER", 0, "0", 0),
+        ("expires_at", "TEXT", 1, None, 0), ("created_at", "TEXT", 1, None, 0),
+    ],
+    "commands": [
+        ("id", "TEXT", 0, None, 1), ("device_id", "TEXT", 1, None, 0),
+        ("input", "TEXT", 1, None, 0), ("status", "TEXT", 1, "'pending'", 0),
+        ("output", "TEXT", 0, None, 0), ("summary", "TEXT", 0, None, 0),
+        ("repo_path", "TEXT", 0, None, 0), ("context_mode", "TEXT", 0, None, 0),
+        ("created_at", "TEXT", 1, None, 0), ("updated_at", "TEXT", 1, None, 0),
+        ("translator_model", "TEXT", 0, None, 0), ("workload_model", "TEXT", 0, None, 0),
+        ("cursor_chat_id", "TEXT", 0, None, 0),
+    ],
+    "repos": [
+        ("id", "TEXT", 0, None, 1), ("admin_id", "TEXT", 1, None, 0), ("path", "TEXT", 1, None, 0),
+        ("name", "TEXT", 0, None, 0), ("created_at", "TEXT", 0 + 1, None, 0),
+    ],
+    "bootstrap_devices": [("token_hash", "TEXT", 0, None, 1), ("created_at", "TEXT", 1, None, 0)],
+}
+
+
+def columns(db: Path, table: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return [tuple(r[1:]) for r in conn.execute(f"PRAGMA table_info({table})")]
+    finally:
+        conn.close()
+
+
+def query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def migrations_copy(tmp_path: Path, extra: dict[str, str] | None = None) -> Path:
+    target = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, target)
+    for name, sql in (extra or {}).items():
+        (target / name).write_text(sql)
+    return target
+
+
+def test_legacy_001_database_is_migrated_to_004_with_data_intact(cli, db_path: Path) -> None:
+    db_path.parent.mkdir()
+    counts = build_legacy_001(db_path)
+    run = cli("migrate", "--db", str(db_path))
+    assert run.rc == 0, run.stderr + run.stdout
+    assert [a["name"] for a in run.finished["applied"]] == ALL[1:]
+    assert all(isinstance(a["duration_ms"], int) for a in run.finished["applied"])
+    assert run.finished["schema_version"] == 4 and run.finished["outcome"] == "ok"
+
+    for table, expected in FINAL_COLUMNS.items():
+        assert columns(db_path, table) == expected, table
+    assert not query(db_path, "SELECT 1 FROM sqlite_master WHERE name = 'pairing_codes'")
+    kept = {k: v for k, v in counts.items() if k != "pairing_codes"}
+    assert row_counts(db_path, list(kept)) == kept
+    assert query(db_path, "PRAGMA foreign_key_check") == []
+    assert query(db_path, "PRAGMA integrity_check") == [("ok",)]
+    assert query(db_path, "SELECT name FROM sqlite_master WHERE name = 'idx_one_executor'")
+
+    ledger = query(db_path, "SELECT name, checksum, applied_by FROM _schema_migrations ORDER BY name")
+    assert [r[0] for r in ledger] == ALL
+    assert ledger[0][1] is None  # recorded by the relayer, which keeps no checksum
+    for name, checksum, applied_by in ledger[1:]:
+        assert checksum == sha(MIGRATIONS / str(name)) and "relayer-job" in str(applied_by)
+
+    assert relayer_startup(db_path) == []  # the relayer's own loop finds nothing to do
+    conn = sqlite3.connect(db_path)
+    conn.execute("INSERT INTO _schema_migrations (name) VALUES ('999_relayer_style.sql')")
+    conn.close()
+
+
+def test_second_run_applies_nothing_and_leaves_the_file_unchanged(cli, db_path: Path) -> None:
+    db_path.parent.mkdir()
+    build_legacy_001(db_path, commands=50)
+    assert cli("migrate", "--db", str(db_path)).rc == 0
+    before = sha(db_path)
+    again = cli("migrate", "--db", str(db_path))
+    assert again.rc == 0 and again.finished["applied"] == []
+    again.event("migration.none_pending")
+    assert sha(db_path) == before
+
+
+def test_missing_database_is_created_and_fully_migrated(cli, db_path: Path) -> None:
+    run = cli("migrate", "--db", str(db_path))
+    assert run.rc == 0 and run.finished["new_database"] is True
+    run.event("database.created")
+    assert [a["name"] for a in run.finished["applied"]] == ALL
+    assert relayer_startup(db_path) == []
+
+
+def test_database_made_by_the_relayer_alone_is_recognised(cli, db_path: Path) -> None:
+    db_path.parent.mkdir()
+    assert relayer_startup(db_path) == ALL
+    run = cli("migrate", "--db", str(db_path))
+    assert run.rc == 0 and run.finished["applied"] == [] and run.finished["adopted"] == []
+
+
+def test_broken_third_statement_rolls_back_byte_for_byte(cli, db_path: Path, tmp_path: Path) -> None:
+    db_path.parent.mkdir()
+    build_legacy_001(db_path, commands=200)
+    assert cli("migrate", "--db", str(db_path)).rc == 0
+    migrations = migrations_copy(
+        tmp_path,
+        {
+            "005_broken.sql": "ALTER TABLE commands ADD COLUMN priority INTEGER;\n"
+            "UPDATE commands SET priority = 1;\n"
+            "INSERT INTO no_such_table VALUES (1);\n"
+        },
+    )
+    before_dump, before_sha = dump(db_path), sha(db_path)
+    run = cli("migrate", "--db", str(db_path), "--migrations", str(migrations))
+    assert run.rc == 7
+    assert "005_broken.sql line 3" in run.error and "no such table" in run.error
+    assert dump(db_path) == before_dump
+    assert sha(db_path) == before_sha
+
+
+def test_files_before_the_failing_one_stay_applied(cli, db_path: Path, tmp_path: Path) -> None:
+    migrations = migrations_copy(
+        tmp_path,
+        {"005_ok.sql": "CREATE TABLE notes (id TEXT PRIMARY KEY);", "006_bad.sql": "SELEC 1;"},
+    )
+    run = cli("migrate", "--db", str(db_path), "--migrations", str(migrations))
+    assert run.rc == 7 and "006_bad.sql line 1" in run.error
+    names = [r[0] for r in query(db_path, "SELECT name FROM _schema_migrations ORDER BY name")]
+    assert names == [*ALL, "005_ok.sql"]
+    assert query(db_path, "SELECT name FROM sqlite_master WHERE name = 'notes'")
+
+
+def test_foreign_key_violation_rolls_back(cli, db_path: Path, tmp_path: Path) -> None:
+    db_path.parent.mkdir()
+    build_legacy_001(db_path, commands=10)
+    assert cli("migrate", "--db", str(db_path)).rc == 0
+    migrations = migrations_copy(
+        tmp_path,
+        {
+            "005_orphans.sql": "PRAGMA defer_foreign_keys = ON;\n"
+            "INSERT INTO repos VALUES ('r-x', 'no-such-admin', '/x', 'x', '2026-01-01T00:00:00Z');\n"
+        },
+    )
+    before = dump(db_path)
+    run = cli("migrate", "--db", str(db_path), "--migrations", str(migrations))
+    assert run.rc == 7 and "foreign key" in run.error and "005_orphans.sql" in run.error
+    assert dump(db_path) == before
+
+
+def test_edited_applied_migration_is_refused_with_both_checksums(cli, db_path, tmp_path) -> None:
+    assert cli("migrate", "--db", str(db_path)).rc == 0
+    migrations = migrations_copy(tmp_path)
+    edited = migrations / "003_bootstrap_devices.sql"
+    old = sha(edited)
+    edited.write_text(edited.read_text() + "-- a harmless comment\n")
+    run = cli("migrate", "--db", str(db_path), "--migrations", str(migrations))
+    assert run.rc == 5
+    assert "003_bootstrap_devices.sql was edited" in run.error
+    assert old in run.error and sha(edited) in run.error
+
+
+def test_line_ending_only_change_is_named(cli, db_path, tmp_path) -> None:
+    assert cli("migrate", "--db", str(db_path)).rc == 0
+    migrations = migrations_copy(tmp_path)
+    crlf = migrations / "002_plan_schema.sql"
+    crlf.write_bytes(crlf.read_bytes().replace(b"\n", b"\r\n"))
+    run = cli("migrate", "--db", str(db_path), "--migrations", str(migrations))
+    assert run.rc == 5 and "only its line endings changed" in run.error
+
+
+def test_database_newer_than_the_job_is_refused(cli, db_path, tmp_path) -> None:
+    migrations = migrations_copy(tmp_path, {"005_future.sql": "CREATE TABLE future (id INTEGER);"})
+    assert cli("migrate", "--db", str(db_path), "--migrations", str(migrations)).rc == 0
+    run = cli("migrate", "--db", str(db_path))
+    assert run.rc == 5 and "newer than this job" in run.error and "005_future.sql" in run.error
+
+
+def test_legacy_database_without_ledger_is_adopted(cli, db_path) -> None:
+    db_path.parent.mkdir()
+    build_legacy_001(db_path, commands=20, ledger=False)
+    run = cli("migrate", "--db", str(db_path))
+    assert run.rc == 0, run.stdout
+    assert run.finished["adopted"] == ["001_initial.sql"]
+    assert [a["name"] for a in run.finished["applied"]] == ALL[1:]
+    adopted_by = query(db_path, "SELECT applied_by FROM _schema_migrations WHERE name = '001_initial.sql'")
+    assert "adopted" in str(adopted_by[0][0])
+    assert relayer_startup(db_path) == []
+
+
+def test_applied_but_unrecorded_file_is_adopted_not_rerun(cli, db_path) -> None:
+    """The relayer ran 002 and died before recording it: re-running it would crash-loop."""
+    db_path.parent.mkdir()
+    build_legacy_001(db_path, commands=20)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.executescript((MIGRATIONS / "002_plan_schema.sql").read_text())
+    conn.close()
+    run = cli("migrate", "--db", str(db_path))
+    assert run.rc == 0, run.stdout
+    assert run.finished["adopted"] == ["002_plan_schema.sql"]
+    assert [a["name"] for a in run.finished["applied"]] == ALL[2:]
+
+
+def test_half_applied_file_matches_no_version_and_is_refused(cli, db_path) -> None:
+    db_path.parent.mkdir()
+    build_legacy_001(db_path, commands=20)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("ALTER TABLE admin DROP COLUMN mfa_enabled")  # 002 stopped after one statement
+    conn.close()
+    before = dump(db_path)
+    run = cli("migrate", "--db", str(db_path))
+    assert run.rc == 5
+    assert "matches no known version" in run.error or "schema drift" in run.error
+    assert "nearest" in run.error and "column mfa_enabled missing" in run.error
+    assert dump(db_path) == before
+
+
+def test_drift_is_reported_table_by_table_and_can_be_allowed(cli, db_path) -> None:
+    assert cli("migrate", "--db", str(db_path)).rc == 0
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE INDEX idx_by_hand ON commands (status)")
+    conn.close()
+    run = cli("migrate", "--db", str(db_path))
+    assert run.rc == 5 and "schema drift" in run.error and "idx_by_hand" in run.error
+    allowed = cli("migrate", "--db", str(db_path), "--allow-drift")
+    assert allowed.rc == 0
+    assert "table commands" in allowed.event("schema.drift")["differences"]
+    status = cli("status", "--db", str(db_path), "--json")
+    assert status.rc == 5 and "idx_by_hand" in str(status.stdout)
+
+
+def test_drift_ignores_formatting_of_the_sql_that_created_the_schema(cli, db_path) -> None:
+    """A field database created from differently formatted SQL is not drift."""
+    db_path.parent.mkdir()
+    sql = (MIGRATIONS / "001_initial.sql").read_text()
+    sql = sql.replace("WHERE role = 'executor'", "where   ROLE='executor'").replace("TEXT", "text")
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.executescript(sql.replace("    ", "\t"))
+    conn.execute("CREATE TABLE _schema_migrations (name TEXT PRIMARY KEY)")
+    conn.execute("INSERT INTO _schema_migrations VALUES ('001_initial.sql')")
+    conn.close()
+    run = cli("migrate", "--db", str(db_path))
+    assert run.rc == 0, run.stdout
+    assert run.finished["drift"] == {}
+
+
+def test_dry_run_reports_and_leaves_the_database_untouched(cli, db_path) -> None:
+    db_path.parent.mkdir()
+    build_legacy_001(db_path, commands=30)
+    before = sha(db_path)
+    run = cli("migrate", "--db", str(db_path), "--dry-run")
+    assert run.rc == 0 and run.finished["dry_run"] is True
+    assert [a["name"] for a in run.finished["applied"]] == ALL[1:]
+    assert sha(db_path) == before
+    assert [r[0] for r in query(db_path, "SELECT name FROM _schema_migrations")] == ALL[:1]
+
+
+def test_dry_run_catches_a_migration_that_fails_only_on_real_data(cli, db_path, tmp_path) -> None:
+    db_path.parent.mkdir()
+    build_legacy_001(db_path, commands=5)
+    migrations = migrations_copy(
+        tmp_path, {"005_not_null.sql": "ALTER TABLE commands ADD COLUMN owner TEXT NOT NULL;"}
+    )
+    before = sha(db_path)
+    run = cli("migrate", "--db", str(db_path), "--migrations", str(migrations), "--dry-run")
+    assert run.rc == 7 and "005_not_null.sql" in run.error
+    assert sha(db_path) == before
+
+
+def test_status_lists_applied_and_pending(cli, db_path) -> None:
+    db_path.parent.mkdir()
+    build_legacy_001(db_path, commands=5)
+    run = cli("status", "--db", str(db_path), "--json")
+    assert run.rc == 0
+    import json
+
+    report = json.loads(run.stdout)
+    assert report["pending"] == ALL[1:] and report["schema_version"] == 1
+    assert report["journal_mode"] == "delete" and report["size_bytes"] > 0
+    text = cli("status", "--db", str(db_path))
+    assert "pending         002_plan_schema.sql" in text.stdout
+
+
+def test_not_a_database_is_exit_5(cli, tmp_path) -> None:
+    bogus = tmp_path / "relayer.db"
+    bogus.write_bytes(b"this is not sqlite" * 100)
+    run = cli("migrate", "--db", str(bogus))
+    assert run.rc == 5 and "not a database" in run.error and str(bogus) in run.error
+
+
+@pytest.mark.parametrize("ledger_sql", ["CREATE TABLE _schema_migrations (id INTEGER PRIMARY KEY, name TEXT)"])
+def test_ledger_with_wrong_shape_is_exit_5(cli, db_path, ledger_sql: str) -> None:
+    db_path.parent.mkdir()
+    conn = sqlite3.connect(db_path)
+    conn.execute(ledger_sql)
+    conn.close()
+    run = cli("migrate", "--db", str(db_path))
+    assert run.rc == 5 and "ledger problem" in run.error
+
+
+def test_env_var_names_the_relayer_uses_are_honoured(cli, tmp_path) -> None:
+    db = tmp_path / "viaurl.db"
+    run = cli("migrate", env=base_env(DATABASE_URL=f"sqlite://{db}?mode=rwc"))
+    assert run.rc == 0 and db.exists()
+    other = tmp_path / "viapath.db"
+    run = cli("migrate", env=base_env(DATABASE_PATH=str(other), DATABASE_URL=f"sqlite:{db}"))
+    assert run.rc == 0 and other.exists()
