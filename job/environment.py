@@ -85,7 +85,7 @@ def require_disk(disk: Path, db_path: Path) -> None:
     """Refuse unless `disk` is mounted and holds the database (exit 4, nothing created)."""
     if not is_mount_point(disk):
         raise EnvironmentRefused(
-            f"DISK_MOUNT_PATH {disk} is not a mounted disk here. On Render this happens in the "
+            f"--disk / DISK_MOUNT_PATH {disk} is not a mounted disk here. On Render this happens in the "
             "pre-deploy command and in one-off jobs, which run without the service's persistent "
             "disk: run 'relayer-job preflight' there, and 'relayer-job gate -- <relayer>' as the "
             "service's start command (dockerCommand), which does see the disk"
@@ -93,7 +93,7 @@ def require_disk(disk: Path, db_path: Path) -> None:
     db_abs = db_path.absolute()
     if disk.absolute() not in db_abs.parents:
         raise EnvironmentRefused(
-            f"database {db_path} is not under DISK_MOUNT_PATH {disk}: set DATABASE_PATH to a file "
+            f"database {db_path} is not under --disk / DISK_MOUNT_PATH {disk}: set DATABASE_PATH to a file "
             "on the disk, or it will not survive a deploy"
         )
 

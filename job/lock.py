@@ -31,9 +31,10 @@ class DiskLock:
     fd: int
 
     def share(self, holder: str) -> None:
-        """Downgrade to a shared lock that a child can inherit across exec (gate --hold-lock)."""
-        fcntl.flock(self.fd, fcntl.LOCK_SH)
+        """Downgrade to a shared lock that the program exec'd next inherits (gate --hold-lock):
+        exclusive lockers then wait and are told who holds it, until that program exits."""
         _write_holder(self.fd, holder)
+        fcntl.flock(self.fd, fcntl.LOCK_SH)
         os.set_inheritable(self.fd, True)
 
     def release(self) -> None:

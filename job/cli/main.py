@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from job import __version__
 from job import config as config_module
 from job import log as logging_setup
-from job.cli import migrate, options, snapshot, snapshots, status
+from job.cli import deploy, gate, migrate, options, preflight, snapshot, snapshots, status
 from job.cli.outcome import Outcome
 from job.errors import JobError, UsageError
 
@@ -28,8 +28,11 @@ COMMANDS: dict[str, ModuleType] = {
     "status": status,
     "snapshot": snapshot,
     "snapshots": snapshots,
+    "deploy": deploy,
+    "gate": gate,
+    "preflight": preflight,
 }
-USES_STORE: set[str] = {"status", "snapshot", "snapshots"}
+USES_STORE: set[str] = {"status", "snapshot", "snapshots", "deploy", "gate", "preflight"}
 
 
 class Parser(argparse.ArgumentParser):
