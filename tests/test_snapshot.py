@@ -1,0 +1,232 @@
+"""Snapshots with the local store: consistency under writers and crashes, manifest, dedupe, verify."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import base_env
+from tests.support.dbtools import (
+    KILLED_WRITER,
+    TOTAL,
+    WRITER,
+    bank_total,
+    decompress,
+    integrity,
+    make_bank,
+)
+from tests.support.legacy import build_legacy_001
+
+
+def snap(cli, db: Path, store: Path, *args: str, env: dict[str, str] | None = None):
+    return cli("snapshot", "--db", str(db), "--store", f"file:{store}", *args, env=env)
+
+
+def only_snapshot(store: Path) -> tuple[dict[str, object], Path]:
+    [folder] = sorted((store / "snapshots").iterdir())
+    return json.loads((folder / "manifest.json").read_text()), folder / "relayer.db.zst"
+
+
+def test_snapshot_round_trip_and_manifest(cli, tmp_path: Path) -> None:
+    db = tmp_path / "relayer.db"
+    build_legacy_001(db, commands=500)
+    env = base_env(RENDER_GIT_COMMIT="abc123", RENDER_SERVICE_NAME="relayer", RENDER_API_KEY="rnd_secretsecretsecret1")
+    run = snap(cli, db, tmp_path / "store", "--reason", "manual", env=env)
+    assert run.rc == 0, run.stdout
+    manifest, data = only_snapshot(tmp_path / "store")
+    assert manifest["format"] == "relayer-job.snapshot/1"
+    assert manifest["id"] == run.finished["snapshot_id"]
+    assert str(manifest["id"]).endswith("-" + str(manifest["raw_sha256"])[:8])
+    assert manifest["reason"] == "manual" and manifest["quick_check"] == "ok"
+    assert manifest["schema_version"] == 1 and manifest["journal_mode"] == "delete"
+    assert manifest["migrations"] == [{"name": "001_initial.sql", "checksum": None}]
+    assert manifest["deploy"] == {"RENDER_GIT_COMMIT": "abc123", "RENDER_SERVICE_NAME": "relayer"}
+    assert "rnd_secret" not in json.dumps(manifest) + run.stdout
+    assert manifest["compressed_size"] == data.stat().st_size
+    restored = tmp_path / "restored.db"
+    assert decompress(data, restored) == manifest["raw_sha256"]
+    assert manifest["raw_size"] == restored.stat().st_size
+    assert integrity(restored) == "ok"
+    conn = sqlite3.connect(restored)
+    assert conn.execute("SELECT count(*) FROM commands").fetchone() == (500,)
+    conn.close()
+    for phase in ("copy_s", "check_s", "compress_s", "upload_s"):
+        assert run.finished[phase] >= 0
+
+
+def test_unchanged_database_is_not_uploaded_again(cli, tmp_path: Path) -> None:
+    db = tmp_path / "relayer.db"
+    build_legacy_001(db, commands=20)
+    first = snap(cli, db, tmp_path / "store")
+    second = snap(cli, db, tmp_path / "store")
+    assert second.rc == 0 and second.finished["unchanged"] is True
+    assert second.event("snapshot.unchanged")["id"] == first.finished["snapshot_id"]
+    assert len(list((tmp_path / "store" / "snapshots").iterdir())) == 1
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE commands SET status = 'done'")
+    conn.commit()
+    conn.close()
+    third = snap(cli, db, tmp_path / "store")
+    assert third.finished["unchanged"] is False
+    assert len(list((tmp_path / "store" / "snapshots").iterdir())) == 2
+
+
+def test_missing_database(cli, tmp_path: Path) -> None:
+    run = snap(cli, tmp_path / "nope.db", tmp_path / "store")
+    assert run.rc == 5 and "does not exist" in run.error and "--if-db-exists" in run.error
+    allowed = snap(cli, tmp_path / "nope.db", tmp_path / "store", "--if-db-exists")
+    assert allowed.rc == 0 and allowed.finished["skipped"] == "no database"
+    assert not (tmp_path / "nope.db").exists()
+
+
+@pytest.mark.parametrize("wal", [False, True], ids=["rollback-journal", "wal"])
+def test_snapshot_while_a_writer_commits_continuously(cli, tmp_path: Path, wal: bool) -> None:
+    db = tmp_path / "relayer.db"
+    make_bank(db, wal=wal, padding_rows=20000)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db), "6"], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+    time.sleep(0.5)
+    run = snap(cli, db, tmp_path / "store")
+    committed_during = writer.poll() is None
+    out, _ = writer.communicate(timeout=60)
+    assert run.rc == 0, run.stdout
+    assert committed_during and int(out.strip()) > 0
+    manifest, data = only_snapshot(tmp_path / "store")
+    restored = tmp_path / "restored.db"
+    assert decompress(data, restored) == manifest["raw_sha256"]
+    assert integrity(restored) == "ok"
+    assert bank_total(restored) == TOTAL
+    assert manifest["journal_mode"] == ("wal" if wal else "delete")
+    conn = sqlite3.connect(restored)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # self-contained file
+    conn.close()
+
+
+def test_wal_content_not_yet_checkpointed_is_in_the_snapshot(cli, tmp_path: Path) -> None:
+    db = tmp_path / "relayer.db"
+    make_bank(db, wal=True, padding_rows=10)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA wal_autocheckpoint = 0")
+    holder.execute("INSERT INTO padding (blob) VALUES (x'c0ffee')")
+    assert Path(f"{db}-wal").stat().st_size > 0
+    run = snap(cli, db, tmp_path / "store")
+    holder.close()
+    assert run.rc == 0, run.stdout
+    manifest, data = only_snapshot(tmp_path / "store")
+    restored = tmp_path / "restored.db"
+    decompress(data, restored)
+    conn = sqlite3.connect(restored)
+    assert conn.execute("SELECT count(*) FROM padding WHERE blob = x'c0ffee'").fetchone() == (1,)
+    conn.close()
+
+
+def test_hot_journal_left_by_a_killed_writer_is_rolled_back(cli, tmp_path: Path) -> None:
+    db = tmp_path / "relayer.db"
+    make_bank(db, padding_rows=3000)
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(db)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "dirty"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    journal = Path(f"{db}-journal")
+    assert journal.exists() and journal.stat().st_size > 0
+    run = snap(cli, db, tmp_path / "store")
+    assert run.rc == 0, run.stdout
+    manifest, data = only_snapshot(tmp_path / "store")
+    restored = tmp_path / "restored.db"
+    decompress(data, restored)
+    assert integrity(restored) == "ok"
+    assert bank_total(restored) == TOTAL  # the killed +1 per account was rolled back
+
+
+def corrupt(db: Path) -> None:
+    """Overwrite a page in the middle of the padding table's b-tree."""
+    size = db.stat().st_size
+    with db.open("r+b") as f:
+        f.seek((size // 4096 // 2) * 4096)
+        f.write(b"\xff" * 4096)
+
+
+def test_corrupt_database_is_refused_and_nothing_uploaded(cli, tmp_path: Path) -> None:
+    db = tmp_path / "relayer.db"
+    make_bank(db, padding_rows=3000)
+    corrupt(db)
+    run = snap(cli, db, tmp_path / "store")
+    assert run.rc == 5 and "quick_check" in run.error and "nothing was uploaded" in run.error
+    assert not (tmp_path / "store" / "snapshots").exists() or not any((tmp_path / "store" / "snapshots").iterdir())
+    assert not list(tmp_path.glob(".relayer-job-snapshot-*"))  # scratch files cleaned up
+
+
+def test_list_verify_and_detect_a_damaged_snapshot(cli, tmp_path: Path) -> None:
+    db, store = tmp_path / "relayer.db", tmp_path / "store"
+    build_legacy_001(db, commands=50)
+    first = snap(cli, db, store, "--reason", "first").finished["snapshot_id"]
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM commands WHERE rowid % 2 = 0")
+    conn.commit()
+    conn.close()
+    second = snap(cli, db, store, "--reason", "second").finished["snapshot_id"]
+    listing = cli("snapshots", "list", "--json", "--store", f"file:{store}")
+    rows = json.loads(listing.stdout)
+    assert [r["id"] for r in rows] == [second, first]
+    assert rows[0]["reason"] == "second" and rows[0]["schema_version"] == 1
+    ok = cli("snapshots", "verify", "--download", "--store", f"file:{store}")
+    assert ok.rc == 0 and ok.finished["id"] == second and ok.finished["integrity_check"] == "ok"
+
+    data = store / "snapshots" / first / "relayer.db.zst"
+    blob = bytearray(data.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    data.write_bytes(bytes(blob))
+    quick = cli("snapshots", "verify", first, "--store", f"file:{store}")
+    assert quick.rc == 0  # same size: only the download drill can tell
+    bad = cli("snapshots", "verify", first, "--download", "--store", f"file:{store}")
+    assert bad.rc == 8 and "compressed SHA-256" in bad.error
+
+    data.write_bytes(bytes(blob[:100]))
+    truncated = cli("snapshots", "verify", first, "--store", f"file:{store}")
+    assert truncated.rc == 8 and "manifest says" in truncated.error
+
+    (store / "snapshots" / second / "manifest.json").write_text('{"format": "something/9"}')
+    unreadable = cli("snapshots", "verify", "latest", "--store", f"file:{store}")
+    assert unreadable.rc == 8 and "something/9" in unreadable.error
+    missing = cli("snapshots", "verify", "20200101T000000Z-00000000", "--store", f"file:{store}")
+    assert missing.rc == 2 and "not found" in missing.error
+
+
+def test_uncommitted_snapshot_is_invisible_and_pruned_after_an_hour(cli, tmp_path: Path) -> None:
+    db, store = tmp_path / "relayer.db", tmp_path / "store"
+    build_legacy_001(db, commands=10)
+    ids = []
+    for i in range(3):
+        conn = sqlite3.connect(db)
+        conn.execute("UPDATE commands SET summary = ?", (f"v{i}",))
+        conn.commit()
+        conn.close()
+        ids.append(snap(cli, db, store).finished["snapshot_id"])
+        time.sleep(1.01)
+    orphan = store / "snapshots" / "20200101T000000Z-deadbeef"
+    orphan.mkdir()
+    (orphan / "relayer.db.zst").write_bytes(b"half")
+    old = time.time() - 7200
+    os.utime(orphan / "relayer.db.zst", (old, old))
+    listing = json.loads(cli("snapshots", "list", "--json", "--store", f"file:{store}").stdout)
+    assert [r["id"] for r in listing] == ids[::-1]
+
+    dry = cli("snapshots", "prune", "--keep-last", "1", "--store", f"file:{store}")
+    assert dry.rc == 0 and dry.finished["delete"] == ids[1::-1] and dry.finished["applied"] is False
+    assert dry.finished["leftovers"] == ["20200101T000000Z-deadbeef"]
+    assert len(list((store / "snapshots").iterdir())) == 4
+    applied = cli("snapshots", "prune", "--keep-last", "1", "--apply", "--store", f"file:{store}")
+    assert applied.rc == 0
+    assert sorted(p.name for p in (store / "snapshots").iterdir()) == [ids[2]]
+    zero = cli("snapshots", "prune", "--keep-last", "0", "--store", f"file:{store}")
+    assert zero.rc == 2 and "at least 1" in zero.error
