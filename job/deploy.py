@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from job import database, ledger, snapshot
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import refuse_network_fs, require_disk, require_sqlite_version
-from job.errors import DatabaseProblem
+from job.errors import DatabaseProblem, JobError
 from job.lock import DiskLock, acquire
 from job.log import get_logger
 from job.migrate import migrate_connection
@@ -95,10 +96,29 @@ def _under_lock(
                 f"ledger problem: {', '.join(missing)} not recorded in {ledger.TABLE} after "
                 "migrating; the relayer would re-run them"
             )
+    post_snapshot = None
+    if migrated["applied"] or migrated["adopted"]:
+        post_snapshot = _post_migrate_snapshot(db_path, store, deadline, durations)
     return {
         "db": str(db_path),
         "new_database": not existed,
+        "post_migrate_snapshot_id": post_snapshot,
         "snapshot_id": snapshot_facts.get("snapshot_id"),
         "snapshot_unchanged": snapshot_facts.get("unchanged", False),
         **migrated,
     }
+
+
+def _post_migrate_snapshot(
+    db_path: Path, store: Store, deadline: Deadline, durations: dict[str, float]
+) -> str | None:
+    """Snapshot the migrated schema too, so that the next preflight rehearses on what is live now.
+    A failure here is reported but does not block the relayer: the migration is committed and the
+    pre-migrate snapshot is the way back."""
+    try:
+        with step("post_migrate_snapshot", durations):
+            facts = snapshot.create(db_path, store, reason="post-migrate", deadline=deadline)
+    except JobError as exc:
+        get_logger().warning("snapshot.post_migrate_failed", error=exc.message, error_code=exc.error_code)
+        return None
+    return str(facts["snapshot_id"])

@@ -3,6 +3,7 @@ verify, and the manifest last as the commit point. Unchanged databases are not u
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import os
 import re
@@ -25,6 +26,7 @@ from job.manifest import Manifest, data_key, manifest_key
 from job.progress import Progress
 from job.store import Store, open_store
 
+ID_TIME = "%Y%m%dT%H%M%SZ"
 ZSTD_LEVEL = 1
 CHUNK = 1 << 20
 SCRATCH_PREFIX = ".relayer-job-snapshot-"
@@ -100,6 +102,15 @@ def _migrations_of(conn: sqlite3.Connection) -> tuple[list[dict[str, str | None]
     return [{"name": e.name, "checksum": e.checksum} for e in entries], max(numbers, default=0)
 
 
+def new_id(created: time.struct_time, raw_sha256: str, *, after: str | None) -> str:
+    """`<UTC time>-<hash prefix>`, later than `after` (the newest id), so that ids sort in the
+    order snapshots were taken even when two fall in the same second."""
+    stamp = calendar.timegm(created)
+    if after is not None:
+        stamp = max(stamp, calendar.timegm(time.strptime(after.split("-")[0], ID_TIME)) + 1)
+    return f"{time.strftime(ID_TIME, time.gmtime(stamp))}-{raw_sha256[:8]}"
+
+
 def remove_scratch_leftovers(directory: Path) -> None:
     """Scratch files of a killed earlier run (the caller holds the disk lock, so none is in use)."""
     for leftover in directory.glob(f"{SCRATCH_PREFIX}*"):
@@ -159,7 +170,7 @@ def create(db_path: Path, store: Store, *, reason: str, deadline: Deadline) -> d
             return {"snapshot_id": newest.id, "unchanged": True, "store": store.url}
 
         created = time.gmtime()
-        snapshot_id = f"{time.strftime('%Y%m%dT%H%M%SZ', created)}-{packed.raw_sha256[:8]}"
+        snapshot_id = new_id(created, packed.raw_sha256, after=newest.id if newest else None)
         mark = time.monotonic()
         uploaded = store.put_file(data_key(snapshot_id), packed_path, sha256=packed.compressed_sha256)
         timings["upload_s"] = time.monotonic() - mark

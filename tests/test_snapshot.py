@@ -230,3 +230,13 @@ def test_uncommitted_snapshot_is_invisible_and_pruned_after_an_hour(cli, tmp_pat
     assert sorted(p.name for p in (store / "snapshots").iterdir()) == [ids[2]]
     zero = cli("snapshots", "prune", "--keep-last", "0", "--store", f"file:{store}")
     assert zero.rc == 2 and "at least 1" in zero.error
+
+
+def test_ids_sort_in_the_order_taken_even_within_one_second() -> None:
+    from job.snapshot import new_id
+
+    taken = time.gmtime(1_700_000_000)
+    first = new_id(taken, "f" * 64, after=None)
+    second = new_id(taken, "0" * 64, after=first)
+    assert first == "20231114T221320Z-ffffffff"
+    assert second == "20231114T221321Z-00000000" and second > first

@@ -1,0 +1,256 @@
+"""The Render lifecycle, simulated end to end with the real CLI in subprocesses.
+
+Pre-deploy phase: no disk (a plain directory with DISK_MOUNT_PATH set). Start phase: a real mount
+point (a tmpfs the test mounts, else /dev/shm), where `gate` snapshots, migrates and execs the relayer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Run, base_env, cli_argv
+from tests.support.legacy import REPO, build_legacy_001, dump, relayer_startup
+from tests.test_migrate import ALL, migrations_copy
+
+STAND_IN = """#!{python}
+# A stand-in for the relayer: proves it runs in gate's process, with the migrated schema.
+import json, os, sqlite3, sys, time
+db = os.environ["DATABASE_PATH"]
+conn = sqlite3.connect(db)
+columns = [r[1] for r in conn.execute("PRAGMA table_info(commands)")]
+ledger = [r[0] for r in conn.execute("SELECT name FROM _schema_migrations ORDER BY name")]
+with open(sys.argv[1], "w") as f:
+    json.dump({{"pid": os.getpid(), "columns": columns, "ledger": ledger, "args": sys.argv[2:]}}, f)
+time.sleep(float(os.environ.get("STAND_IN_SLEEP", "0")))
+"""
+
+
+@contextlib.contextmanager
+def mounted_disk() -> Iterator[Path]:
+    """A real mount point: a fresh tmpfs when this process may mount, else a folder on /dev/shm's."""
+    point = Path(tempfile.mkdtemp(prefix="relayer-disk-"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(point)], capture_output=True
+    ).returncode == 0
+    if mounted:
+        try:
+            yield point
+        finally:
+            subprocess.run(["umount", "-l", str(point)], check=False)
+            point.rmdir()
+        return
+    point.rmdir()
+    shm = Path("/dev/shm")
+    if not (os.path.ismount(shm) and os.access(shm, os.W_OK)):
+        pytest.skip("no mount point available: cannot mount a tmpfs and /dev/shm is not writable")
+    yield shm
+
+
+@pytest.fixture
+def disk() -> Iterator[Path]:
+    with mounted_disk() as point:
+        yield point
+
+
+@pytest.fixture
+def service(disk: Path, tmp_path: Path):
+    """The service's environment on Render: the database on the disk, a store, the stand-in."""
+    data = disk / f"svc-{uuid.uuid4().hex[:8]}" if disk == Path("/dev/shm") else disk
+    db = data / "relayer.db"
+    stand_in = tmp_path / "relayer"
+    stand_in.write_text(STAND_IN.format(python=sys.executable))
+    stand_in.chmod(0o755)
+    env = base_env(
+        DATABASE_PATH=str(db),
+        DISK_MOUNT_PATH=str(disk),
+        SNAPSHOT_STORE=f"file:{tmp_path / 'store'}",
+    )
+    yield {"db": db, "env": env, "stand_in": stand_in, "marker": tmp_path / "started.json", "store": tmp_path / "store"}
+    if data != disk:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def run(*args: str, env: dict[str, str], timeout: float = 120) -> Run:
+    proc = subprocess.run(cli_argv(*args), env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def gate(service, *extra: str, env: dict[str, str] | None = None) -> tuple[Run, int]:
+    proc = subprocess.Popen(
+        cli_argv("gate", *extra, "--", str(service["stand_in"]), str(service["marker"]), "--port", "8080"),
+        env=env or service["env"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    out, err = proc.communicate(timeout=120)
+    return Run(proc.returncode, out, err), proc.pid
+
+
+def test_predeploy_phase_deploy_refuses_off_disk_and_creates_nothing(tmp_path: Path) -> None:
+    not_a_disk = tmp_path / "data"
+    not_a_disk.mkdir()
+    env = base_env(
+        DATABASE_PATH=str(not_a_disk / "relayer.db"),
+        DISK_MOUNT_PATH=str(not_a_disk),
+        SNAPSHOT_STORE=f"file:{tmp_path / 'store'}",
+    )
+    result = run("deploy", env=env)
+    assert result.rc == 4
+    assert "pre-deploy command" in result.error and "preflight" in result.error and "gate" in result.error
+    assert list(not_a_disk.iterdir()) == [] and not (tmp_path / "store").exists()
+    gated = run("gate", "--", "true", env=env)
+    assert gated.rc == 4 and list(not_a_disk.iterdir()) == []
+
+
+def test_preflight_passes_on_good_migrations_and_blocks_a_migration_that_breaks_on_real_data(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    live = tmp_path / "live" / "relayer.db"
+    live.parent.mkdir()
+    build_legacy_001(live, commands=30)
+    env = base_env(DATABASE_PATH=str(live), SNAPSHOT_STORE=f"file:{store}")
+    assert run("deploy", env=env).rc == 0  # a snapshot of real data now exists
+
+    offdisk = base_env(
+        DATABASE_PATH="/nonexistent-disk/relayer.db",
+        DISK_MOUNT_PATH="/nonexistent-disk",
+        SNAPSHOT_STORE=f"file:{store}",
+    )
+    good = run("preflight", env=offdisk)
+    assert good.rc == 0, good.stdout
+    assert good.finished["would_apply"] == [] and good.event("store.writable")
+    assert good.finished["rehearsed_on"] == json.loads(
+        run("snapshots", "list", "--json", env=offdisk).stdout
+    )[0]["id"]
+
+    migrations = migrations_copy(
+        tmp_path, {"005_owner.sql": "ALTER TABLE commands ADD COLUMN owner TEXT NOT NULL;"}
+    )
+    bad = run("preflight", env={**offdisk, "MIGRATIONS_DIR": str(migrations)})
+    assert bad.rc == 7 and "005_owner.sql" in bad.error and "NOT NULL" in bad.error
+    assert not Path("/nonexistent-disk").exists()
+    assert not list((store / "preflight").iterdir()) if (store / "preflight").exists() else True
+
+
+def test_preflight_on_a_first_deploy_rehearses_on_an_empty_database(tmp_path: Path) -> None:
+    env = base_env(SNAPSHOT_STORE=f"file:{tmp_path / 'store'}", DATABASE_PATH="/nowhere/relayer.db")
+    result = run("preflight", env=env)
+    assert result.rc == 0 and result.finished["rehearsed_on"] == "empty database"
+    assert result.finished["would_apply"] == ALL
+    result.event("rehearsal.empty")
+
+
+def test_start_phase_gate_snapshots_migrates_and_execs_the_relayer(service) -> None:
+    service["db"].parent.mkdir(parents=True, exist_ok=True)
+    build_legacy_001(service["db"], commands=100)
+    result, gate_pid = gate(service)
+    assert result.rc == 0, result.stdout + result.stderr
+    started = json.loads(service["marker"].read_text())
+    assert started["pid"] == gate_pid  # exec'd: the relayer replaced the job's process
+    assert "cursor_chat_id" in started["columns"] and started["ledger"] == ALL
+    assert started["args"] == ["--port", "8080"]
+    finished = result.finished
+    assert [a["name"] for a in finished["applied"]] == ALL[1:]
+    assert finished["snapshot_id"] and finished["exec"][0] == str(service["stand_in"])
+    manifests = {
+        m["reason"]: m
+        for m in (json.loads((p / "manifest.json").read_text()) for p in (service["store"] / "snapshots").iterdir())
+    }
+    assert manifests.keys() == {"pre-migrate", "post-migrate"}
+    assert manifests["pre-migrate"]["id"] == finished["snapshot_id"]
+    assert manifests["pre-migrate"]["schema_version"] == 1
+    assert manifests["post-migrate"]["schema_version"] == 4
+    assert manifests["post-migrate"]["id"] == finished["post_migrate_snapshot_id"]
+    assert relayer_startup(service["db"]) == []
+
+    service["marker"].unlink()
+    started_at = time.monotonic()
+    again, _ = gate(service)
+    assert again.rc == 0 and again.finished["applied"] == []
+    assert again.finished["snapshot_unchanged"] is True  # nothing uploaded on a re-run
+    assert again.finished["post_migrate_snapshot_id"] is None
+    assert again.finished["durations_s"]["migrate"] < 1 and time.monotonic() - started_at < 10
+    assert json.loads(service["marker"].read_text())["ledger"] == ALL
+    assert len(list((service["store"] / "snapshots").iterdir())) == 2
+
+
+def test_start_phase_failing_migration_never_starts_the_relayer(service, tmp_path: Path) -> None:
+    service["db"].parent.mkdir(parents=True, exist_ok=True)
+    build_legacy_001(service["db"], commands=40)
+    assert gate(service)[0].rc == 0
+    service["marker"].unlink()
+    before = dump(service["db"])
+    migrations = migrations_copy(
+        tmp_path, {"005_owner.sql": "ALTER TABLE commands ADD COLUMN owner TEXT NOT NULL;"}
+    )
+    result, _ = gate(service, env={**service["env"], "MIGRATIONS_DIR": str(migrations)})
+    assert result.rc == 7 and "005_owner.sql" in result.error
+    assert not service["marker"].exists()
+    assert dump(service["db"]) == before
+
+
+def test_first_deploy_on_a_new_disk_creates_the_database(service) -> None:
+    result, _ = gate(service)
+    assert result.rc == 0 and result.finished["new_database"] is True
+    result.event("database.missing")
+    assert json.loads(service["marker"].read_text())["ledger"] == ALL
+
+
+def test_gate_hold_lock_makes_manual_disk_commands_wait(service) -> None:
+    env = {**service["env"], "STAND_IN_SLEEP": "30"}
+    proc = subprocess.Popen(
+        cli_argv("gate", "--hold-lock", "--", str(service["stand_in"]), str(service["marker"])),
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not service["marker"].exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service["marker"].exists()
+        blocked = run("migrate", "--lock-timeout", "0.5", env=service["env"])
+        assert blocked.rc == 3 and "gate --hold-lock" in blocked.error and str(proc.pid) in blocked.error
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert run("migrate", "--lock-timeout", "5", env=service["env"]).rc == 0
+
+
+def test_gate_refuses_a_missing_command_before_touching_anything(service) -> None:
+    result = run("gate", "--", "no-such-relayer-binary", env=service["env"])
+    assert result.rc == 2 and "no-such-relayer-binary" in result.error
+    assert not service["db"].exists()
+    empty = run("gate", env=service["env"])
+    assert empty.rc == 2 and "gate -- relayer" in empty.error
+
+
+def test_deploy_refuses_a_damaged_live_database_before_snapshot_or_migration(service) -> None:
+    from tests.test_snapshot import corrupt
+
+    service["db"].parent.mkdir(parents=True, exist_ok=True)
+    build_legacy_001(service["db"], commands=3000)
+    corrupt(service["db"])
+    result = run("deploy", env=service["env"])
+    assert result.rc == 5 and "quick_check" in result.error
+    assert not (service["store"] / "snapshots").exists()
+
+
+def test_snapshot_failure_stops_the_deploy_before_any_migration(service, tmp_path: Path) -> None:
+    service["db"].parent.mkdir(parents=True, exist_ok=True)
+    build_legacy_001(service["db"], commands=10)
+    blocked_store = tmp_path / "store-is-a-file"
+    blocked_store.write_text("not a directory")
+    before = dump(service["db"])
+    result = run("deploy", env={**service["env"], "SNAPSHOT_STORE": f"file:{blocked_store}"})
+    assert result.rc == 6, result.stdout
+    assert dump(service["db"]) == before
