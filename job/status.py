@@ -5,11 +5,23 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from job import database, ledger
+from job import catalog, database, ledger
 from job.config import Config
-from job.errors import DatabaseProblem
+from job.deadline import Deadline
+from job.errors import DatabaseProblem, JobError
 from job.migrate import assess
 from job.migrations import discover
+from job.store import open_store
+
+
+def last_snapshot(config: Config) -> dict[str, Any] | str:
+    """The newest committed snapshot in the configured store, or why it could not be read."""
+    try:
+        store = open_store(config.store_url, config.s3, Deadline(min(config.deadline, 60)))
+        newest = catalog.latest(store)
+    except JobError as exc:
+        return f"unavailable: {exc.message}"
+    return catalog.summary(newest) if newest else f"none in {store.url}"
 
 
 def report(config: Config) -> tuple[dict[str, Any], DatabaseProblem | None]:
@@ -20,6 +32,7 @@ def report(config: Config) -> tuple[dict[str, Any], DatabaseProblem | None]:
         "exists": config.db_path.exists(),
         "migrations_dir": str(config.migrations_dir),
         "sqlite_version": sqlite3.sqlite_version,
+        "last_snapshot": last_snapshot(config),
     }
     if not out["exists"]:
         out.update(applied=[], pending=[m.name for m in migrations], schema_version=0)
@@ -79,6 +92,7 @@ def render_text(status: dict[str, Any]) -> str:
     if "problem" in status:
         lines.append(f"problem         {status['problem']}")
     snapshot = status.get("last_snapshot")
-    if snapshot is not None:
-        lines.append(f"last snapshot   {snapshot}")
+    if isinstance(snapshot, dict):
+        snapshot = f"{snapshot['id']} ({snapshot['reason']}, schema {snapshot['schema_version']})"
+    lines.append(f"last snapshot   {snapshot}")
     return "\n".join(lines)

@@ -344,3 +344,15 @@ def test_env_var_names_the_relayer_uses_are_honoured(cli, tmp_path) -> None:
     other = tmp_path / "viapath.db"
     run = cli("migrate", env=base_env(DATABASE_PATH=str(other), DATABASE_URL=f"sqlite:{db}"))
     assert run.rc == 0 and other.exists()
+
+
+def test_status_shows_the_last_snapshot(cli, db_path, tmp_path) -> None:
+    import json
+
+    store = f"file:{tmp_path / 'store'}"
+    assert cli("migrate", "--db", str(db_path)).rc == 0
+    none_yet = json.loads(cli("status", "--db", str(db_path), "--json", "--store", store).stdout)
+    assert str(none_yet["last_snapshot"]).startswith("none in file://")
+    snapshot_id = cli("snapshot", "--db", str(db_path), "--store", store).finished["snapshot_id"]
+    report = json.loads(cli("status", "--db", str(db_path), "--json", "--store", store).stdout)
+    assert report["last_snapshot"]["id"] == snapshot_id and report["last_snapshot"]["schema_version"] == 4
