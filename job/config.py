@@ -50,6 +50,7 @@ class Config:
     s3: S3Options = field(default_factory=S3Options)
     disk_mount_path: Path | None = None
     allow_network_fs: bool = False
+    restore_snapshot: str | None = None
 
 
 def _pick(flags: Mapping[str, Any], env: Mapping[str, str], flag: str, var: str) -> tuple[Any, str] | None:
@@ -201,5 +202,6 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         store_url=_parse(flags, env, "--store", "SNAPSHOT_STORE", DEFAULT_STORE, _text),
         s3=s3,
         disk_mount_path=_parse(flags, env, "--disk", "DISK_MOUNT_PATH", None, _path),
+        restore_snapshot=_parse(flags, env, "--restore", "RESTORE_SNAPSHOT", None, _text),
         allow_network_fs=bool(flags.get("allow_network_fs")),
     )

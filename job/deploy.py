@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from job import database, ledger, snapshot
+from job import database, ledger, restore, snapshot
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import refuse_network_fs, require_disk, require_sqlite_version
@@ -73,6 +73,10 @@ def _under_lock(
 ) -> dict[str, Any]:
     log = get_logger()
     db_path = config.db_path
+    restored = None
+    if config.restore_snapshot:
+        with step("restore", durations):
+            restored = restore.requested_once(config, store, deadline)
     existed = db_path.exists()
     snapshot_facts: dict[str, Any] = {"snapshot_id": None}
     if existed:
@@ -102,6 +106,7 @@ def _under_lock(
     return {
         "db": str(db_path),
         "new_database": not existed,
+        "restored": restored["restored"] if restored else None,
         "post_migrate_snapshot_id": post_snapshot,
         "snapshot_id": snapshot_facts.get("snapshot_id"),
         "snapshot_unchanged": snapshot_facts.get("unchanged", False),

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -254,3 +255,36 @@ def test_snapshot_failure_stops_the_deploy_before_any_migration(service, tmp_pat
     result = run("deploy", env={**service["env"], "SNAPSHOT_STORE": f"file:{blocked_store}"})
     assert result.rc == 6, result.stdout
     assert dump(service["db"]) == before
+
+
+def test_restore_requested_through_the_environment_happens_once(service) -> None:
+    """Render: set RESTORE_SNAPSHOT and redeploy; restarts must not restore again."""
+    service["db"].parent.mkdir(parents=True, exist_ok=True)
+    build_legacy_001(service["db"], commands=60)
+    first, _ = gate(service)
+    good = first.finished["post_migrate_snapshot_id"]
+    conn = sqlite3.connect(service["db"])
+    conn.execute("DELETE FROM commands")  # the incident
+    conn.commit()
+    conn.close()
+    env = {**service["env"], "RESTORE_SNAPSHOT": good}
+    restored, _ = gate(service, env=env)
+    assert restored.rc == 0, restored.stdout
+    assert restored.finished["restored"] == good
+    assert query_count(service["db"]) == 60
+    conn = sqlite3.connect(service["db"])
+    conn.execute("DELETE FROM commands WHERE rowid % 2 = 0")  # written by the relayer afterwards
+    conn.commit()
+    conn.close()
+    again, _ = gate(service, env=env)
+    assert again.rc == 0 and again.finished["restored"] is None
+    again.event("restore.already_done")
+    assert query_count(service["db"]) == 30
+
+
+def query_count(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT count(*) FROM commands").fetchone()[0])
+    finally:
+        conn.close()

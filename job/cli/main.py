@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from job import __version__
 from job import config as config_module
 from job import log as logging_setup
-from job.cli import deploy, gate, migrate, options, preflight, snapshot, snapshots, status
+from job.cli import deploy, gate, migrate, options, preflight, restore, snapshot, snapshots, status
 from job.cli.outcome import Outcome
 from job.errors import JobError, UsageError
 
@@ -31,8 +31,9 @@ COMMANDS: dict[str, ModuleType] = {
     "deploy": deploy,
     "gate": gate,
     "preflight": preflight,
+    "restore": restore,
 }
-USES_STORE: set[str] = {"status", "snapshot", "snapshots", "deploy", "gate", "preflight"}
+USES_STORE: set[str] = {"status", "snapshot", "snapshots", "deploy", "gate", "preflight", "restore"}
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,0 +1,144 @@
+"""`relayer-job restore`: put a verified snapshot back in place of the live database.
+
+Safety, in order: the disk lock (so no job, and no relayer started by `gate --hold-lock`, is using
+the database); the snapshot downloaded beside the database and proved (both SHA-256 values and
+integrity_check) before anything live is touched; the current database snapshotted first
+(`pre-restore`) when it is healthy, and always kept on the disk under a `.replaced-<time>` name
+together with any journal files, so that a hot journal can never be applied to the restored file;
+then one atomic rename.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from job import catalog, database, snapshot
+from job.config import Config
+from job.deadline import Deadline
+from job.environment import refuse_network_fs, require_disk, require_free_space, require_sqlite_version
+from job.errors import JobError, UsageError
+from job.lock import held
+from job.log import get_logger
+from job.manifest import Manifest
+from job.store import Store, open_store
+
+SIDECARS = ("-journal", "-wal", "-shm")
+SCRATCH_PREFIX = ".relayer-job-restore-"
+RESTORE_MARKER = ".relayer-job-restored"
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _set_aside(db_path: Path) -> list[str]:
+    """Move the current database and its journal files out of the way, keeping them."""
+    suffix = time.strftime(".replaced-%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = []
+    for name in ("", *SIDECARS):
+        path = Path(f"{db_path}{name}")
+        if path.exists():
+            target = Path(f"{db_path}{suffix}{name}")
+            path.replace(target)
+            moved.append(str(target))
+    return moved
+
+
+def _snapshot_current(db_path: Path, store: Store, deadline: Deadline) -> str | None:
+    """A pre-restore snapshot of the database being replaced, when it can be taken."""
+    try:
+        facts = snapshot.create(db_path, store, reason="pre-restore", deadline=deadline)
+    except JobError as exc:
+        get_logger().warning(
+            "restore.pre_restore_snapshot_failed",
+            error=exc.message,
+            note="the current database is kept on the disk under a .replaced- name instead",
+        )
+        return None
+    return str(facts["snapshot_id"])
+
+
+def restore(
+    db_path: Path, store: Store, manifest: Manifest, *, deadline: Deadline, replace: bool
+) -> dict[str, Any]:
+    """Restore `manifest`'s snapshot to `db_path`. The caller holds the disk lock."""
+    log = get_logger()
+    directory = db_path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    exists = db_path.exists()
+    if exists and not replace:
+        raise UsageError(
+            f"{db_path} exists; pass --force to replace it (it is snapshotted first and kept on "
+            "the disk), or --if-db-not-exists to restore only onto an empty disk"
+        )
+    require_free_space(
+        directory, manifest.raw_size + manifest.compressed_size + (16 << 20), what="the restore"
+    )
+    for leftover in directory.glob(f"{SCRATCH_PREFIX}*"):  # from a killed earlier restore
+        leftover.unlink(missing_ok=True)
+    with database.scratch_file(directory, SCRATCH_PREFIX, ".db") as incoming:
+        catalog.fetch(store, manifest, incoming, deadline=deadline)
+        log.info("restore.verified", id=manifest.id, raw_sha256=manifest.raw_sha256)
+        with incoming.open("rb") as f:
+            os.fsync(f.fileno())
+        pre_restore = _snapshot_current(db_path, store, deadline) if exists else None
+        moved = _set_aside(db_path)
+        incoming.replace(db_path)
+        _fsync_directory(directory)
+    with database.opened(db_path) as conn:
+        database.require_healthy(conn, f"restored database {db_path}")
+    log.info("restore.completed", id=manifest.id, db=str(db_path), kept=moved)
+    return {
+        "restored": manifest.id,
+        "schema_version": manifest.schema_version,
+        "pre_restore_snapshot_id": pre_restore,
+        "kept": moved,
+        "db": str(db_path),
+    }
+
+
+def run(config: Config, *, which: str, force: bool, if_db_not_exists: bool) -> dict[str, Any]:
+    log = get_logger()
+    require_sqlite_version()
+    deadline = Deadline(config.deadline)
+    db_path = config.db_path
+    if config.disk_mount_path is not None:
+        require_disk(config.disk_mount_path, db_path)
+    refuse_network_fs(db_path, allowed=config.allow_network_fs)
+    store = open_store(config.store_url, config.s3, deadline)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with held(config.lock_file, timeout=config.lock_timeout, command="restore"):
+        if if_db_not_exists and db_path.exists():
+            log.info("restore.skipped", reason="database exists", db=str(db_path))
+            return {"restored": None, "skipped": "database exists"}
+        manifest = catalog.resolve(store, which)
+        return restore(db_path, store, manifest, deadline=deadline, replace=force)
+
+
+def requested_once(config: Config, store: Store, deadline: Deadline) -> dict[str, Any] | None:
+    """The start-path restore (`RESTORE_SNAPSHOT` / `deploy --restore`): done once per request.
+
+    Render re-runs a failing start command and restarts crashed services, so the request is
+    recorded in a marker file on the disk and not repeated while it stays the same. The caller
+    holds the disk lock."""
+    request = config.restore_snapshot
+    if not request:
+        return None
+    marker = config.db_path.parent / RESTORE_MARKER
+    if marker.exists() and marker.read_text().strip() == request:
+        get_logger().info("restore.already_done", request=request, marker=str(marker))
+        return None
+    manifest = catalog.resolve(store, request)
+    facts = restore(config.db_path, store, manifest, deadline=deadline, replace=True)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(request + "\n")
+    tmp.replace(marker)
+    _fsync_directory(marker.parent)
+    return facts
