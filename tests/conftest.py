@@ -63,11 +63,17 @@ def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "job", *args]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 120) -> Run:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+) -> Run:
     proc = subprocess.run(
-        cli_argv(*args), env=env or base_env(), cwd=cwd or REPO, capture_output=True, text=True,
-        timeout=timeout, stdin=subprocess.DEVNULL,
+        cli_argv(*args),
+        env=env or base_env(),
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr)
 

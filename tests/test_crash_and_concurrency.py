@@ -18,8 +18,13 @@ from tests.test_migrate import ALL, migrations_copy, query
 
 def start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        cli_argv(*args), env=base_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, stdin=subprocess.DEVNULL,
+        cli_argv(*args),
+        env=base_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -44,8 +49,12 @@ def finish(proc: subprocess.Popen[str]) -> Run:
 def test_sigkill_mid_migration_leaves_the_previous_version(db_path: Path, tmp_path: Path) -> None:
     db_path.parent.mkdir()
     build_legacy_001(db_path, commands=500)
-    assert subprocess.run(cli_argv("migrate", "--db", str(db_path)), env=base_env(), cwd=REPO,
-                          capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            cli_argv("migrate", "--db", str(db_path)), env=base_env(), cwd=REPO, capture_output=True
+        ).returncode
+        == 0
+    )
     migrations = migrations_copy(tmp_path, {"005_slow.sql": SLOW_MIGRATION})
     proc = start("migrate", "--db", str(db_path), "--migrations", str(migrations))
     wait_for_event(proc, "migration.started")
@@ -82,7 +91,7 @@ def test_two_runners_at_once_apply_each_file_exactly_once(db_path: Path, tmp_pat
     results = [finish(first), finish(second)]
     assert [r.rc for r in results] == [0, 0], [r.stdout for r in results]
     applied = [[a["name"] for a in r.finished["applied"]] for r in results]
-    assert sorted(applied, key=len) == [[], ALL[1:] + ["005_slow.sql"]]
+    assert sorted(applied, key=len) == [[], [*ALL[1:], "005_slow.sql"]]
     waiter = next(r for r in results if not r.finished["applied"])
     waiter.event("lock.waiting")
     assert query(db_path, "SELECT count(*) FROM big") == [(SLOW_ROWS,)]

@@ -42,9 +42,12 @@ time.sleep(float(os.environ.get("STAND_IN_SLEEP", "0")))
 def mounted_disk() -> Iterator[Path]:
     """A real mount point: a fresh tmpfs when this process may mount, else a folder on /dev/shm's."""
     point = Path(tempfile.mkdtemp(prefix="relayer-disk-"))
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(point)], capture_output=True
-    ).returncode == 0
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(point)], capture_output=True
+        ).returncode
+        == 0
+    )
     if mounted:
         try:
             yield point
@@ -78,7 +81,13 @@ def service(disk: Path, tmp_path: Path):
         DISK_MOUNT_PATH=str(disk),
         SNAPSHOT_STORE=f"file:{tmp_path / 'store'}",
     )
-    yield {"db": db, "env": env, "stand_in": stand_in, "marker": tmp_path / "started.json", "store": tmp_path / "store"}
+    yield {
+        "db": db,
+        "env": env,
+        "stand_in": stand_in,
+        "marker": tmp_path / "started.json",
+        "store": tmp_path / "store",
+    }
     if data != disk:
         shutil.rmtree(data, ignore_errors=True)
 
@@ -91,7 +100,11 @@ def run(*args: str, env: dict[str, str], timeout: float = 120) -> Run:
 def gate(service, *extra: str, env: dict[str, str] | None = None) -> tuple[Run, int]:
     proc = subprocess.Popen(
         cli_argv("gate", *extra, "--", str(service["stand_in"]), str(service["marker"]), "--port", "8080"),
-        env=env or service["env"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env or service["env"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     out, err = proc.communicate(timeout=120)
     return Run(proc.returncode, out, err), proc.pid
@@ -131,9 +144,10 @@ def test_preflight_passes_on_good_migrations_and_blocks_a_migration_that_breaks_
     good = run("preflight", env=offdisk)
     assert good.rc == 0, good.stdout
     assert good.finished["would_apply"] == [] and good.event("store.writable")
-    assert good.finished["rehearsed_on"] == json.loads(
-        run("snapshots", "list", "--json", env=offdisk).stdout
-    )[0]["id"]
+    assert (
+        good.finished["rehearsed_on"]
+        == json.loads(run("snapshots", "list", "--json", env=offdisk).stdout)[0]["id"]
+    )
 
     migrations = migrations_copy(
         tmp_path, {"005_owner.sql": "ALTER TABLE commands ADD COLUMN owner TEXT NOT NULL;"}
@@ -166,7 +180,9 @@ def test_start_phase_gate_snapshots_migrates_and_execs_the_relayer(service) -> N
     assert finished["snapshot_id"] and finished["exec"][0] == str(service["stand_in"])
     manifests = {
         m["reason"]: m
-        for m in (json.loads((p / "manifest.json").read_text()) for p in (service["store"] / "snapshots").iterdir())
+        for m in (
+            json.loads((p / "manifest.json").read_text()) for p in (service["store"] / "snapshots").iterdir()
+        )
     }
     assert manifests.keys() == {"pre-migrate", "post-migrate"}
     assert manifests["pre-migrate"]["id"] == finished["snapshot_id"]
@@ -212,7 +228,11 @@ def test_gate_hold_lock_makes_manual_disk_commands_wait(service) -> None:
     env = {**service["env"], "STAND_IN_SLEEP": "30"}
     proc = subprocess.Popen(
         cli_argv("gate", "--hold-lock", "--", str(service["stand_in"]), str(service["marker"])),
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30

@@ -22,33 +22,52 @@ ALL = ["001_initial.sql", "002_plan_schema.sql", "003_bootstrap_devices.sql", "0
 
 FINAL_COLUMNS = {
     "admin": [
-        ("id", "TEXT", 0, None, 1), ("username", "TEXT", 1, None, 0),
-        ("password_hash", "TEXT", 1, None, 0), ("totp_secret", "TEXT", 1, None, 0),
-        ("created_at", "TEXT", 1, None, 0), ("updated_at", "TEXT", 1, None, 0),
+        ("id", "TEXT", 0, None, 1),
+        ("username", "TEXT", 1, None, 0),
+        ("password_hash", "TEXT", 1, None, 0),
+        ("totp_secret", "TEXT", 1, None, 0),
+        ("created_at", "TEXT", 1, None, 0),
+        ("updated_at", "TEXT", 1, None, 0),
     ],
     "devices": [
-        ("id", "TEXT", 0, None, 1), ("admin_id", "TEXT", 1, None, 0),
-        ("device_id", "TEXT", 1, None, 0), ("name", "TEXT", 0, None, 0),
-        ("role", "TEXT", 1, None, 0), ("token_hash", "TEXT", 0, None, 0),
-        ("registered_at", "TEXT", 1, None, 0), ("last_seen_at", "TEXT", 1, None, 0),
+        ("id", "TEXT", 0, None, 1),
+        ("admin_id", "TEXT", 1, None, 0),
+        ("device_id", "TEXT", 1, None, 0),
+        ("name", "TEXT", 0, None, 0),
+        ("role", "TEXT", 1, None, 0),
+        ("token_hash", "TEXT", 0, None, 0),
+        ("registered_at", "TEXT", 1, None, 0),
+        ("last_seen_at", "TEXT", 1, None, 0),
     ],
     "device_registration_codes": [
-        ("id", "TEXT", 0, None, 1), ("code", "TEXT", 1, None, 0),
-        ("created_by_device_id", "TEXT", 1, None, 0), ("used", "INTEGER", 0, "0", 0),
-        ("expires_at", "TEXT", 1, None, 0), ("created_at", "TEXT", 1, None, 0),
+        ("id", "TEXT", 0, None, 1),
+        ("code", "TEXT", 1, None, 0),
+        ("created_by_device_id", "TEXT", 1, None, 0),
+        ("used", "INTEGER", 0, "0", 0),
+        ("expires_at", "TEXT", 1, None, 0),
+        ("created_at", "TEXT", 1, None, 0),
     ],
     "commands": [
-        ("id", "TEXT", 0, None, 1), ("device_id", "TEXT", 1, None, 0),
-        ("input", "TEXT", 1, None, 0), ("status", "TEXT", 1, "'pending'", 0),
-        ("output", "TEXT", 0, None, 0), ("summary", "TEXT", 0, None, 0),
-        ("repo_path", "TEXT", 0, None, 0), ("context_mode", "TEXT", 0, None, 0),
-        ("created_at", "TEXT", 1, None, 0), ("updated_at", "TEXT", 1, None, 0),
-        ("translator_model", "TEXT", 0, None, 0), ("workload_model", "TEXT", 0, None, 0),
+        ("id", "TEXT", 0, None, 1),
+        ("device_id", "TEXT", 1, None, 0),
+        ("input", "TEXT", 1, None, 0),
+        ("status", "TEXT", 1, "'pending'", 0),
+        ("output", "TEXT", 0, None, 0),
+        ("summary", "TEXT", 0, None, 0),
+        ("repo_path", "TEXT", 0, None, 0),
+        ("context_mode", "TEXT", 0, None, 0),
+        ("created_at", "TEXT", 1, None, 0),
+        ("updated_at", "TEXT", 1, None, 0),
+        ("translator_model", "TEXT", 0, None, 0),
+        ("workload_model", "TEXT", 0, None, 0),
         ("cursor_chat_id", "TEXT", 0, None, 0),
     ],
     "repos": [
-        ("id", "TEXT", 0, None, 1), ("admin_id", "TEXT", 1, None, 0), ("path", "TEXT", 1, None, 0),
-        ("name", "TEXT", 0, None, 0), ("created_at", "TEXT", 0 + 1, None, 0),
+        ("id", "TEXT", 0, None, 1),
+        ("admin_id", "TEXT", 1, None, 0),
+        ("path", "TEXT", 1, None, 0),
+        ("name", "TEXT", 0, None, 0),
+        ("created_at", "TEXT", 0 + 1, None, 0),
     ],
     "bootstrap_devices": [("token_hash", "TEXT", 0, None, 1), ("created_at", "TEXT", 1, None, 0)],
 }
@@ -327,7 +346,9 @@ def test_not_a_database_is_exit_5(cli, tmp_path) -> None:
     assert run.rc == 5 and "not a database" in run.error and str(bogus) in run.error
 
 
-@pytest.mark.parametrize("ledger_sql", ["CREATE TABLE _schema_migrations (id INTEGER PRIMARY KEY, name TEXT)"])
+@pytest.mark.parametrize(
+    "ledger_sql", ["CREATE TABLE _schema_migrations (id INTEGER PRIMARY KEY, name TEXT)"]
+)
 def test_ledger_with_wrong_shape_is_exit_5(cli, db_path, ledger_sql: str) -> None:
     db_path.parent.mkdir()
     conn = sqlite3.connect(db_path)

@@ -55,7 +55,8 @@ def test_trigger_bodies_and_strings_are_not_mistaken_for_transactions(tmp_path: 
         tmp_path,
         {
             "001_a.sql": "CREATE TABLE t (x TEXT);\nCREATE TABLE log (x TEXT);\n"
-            "CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN\n  INSERT INTO log VALUES ('BEGIN; COMMIT;');\nEND;\n"
+            "CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN\n"
+            "  INSERT INTO log VALUES ('BEGIN; COMMIT;');\nEND;\n"
             "/* ROLLBACK; */ INSERT INTO t VALUES ('a;b');\n",
         },
     )
@@ -64,7 +65,9 @@ def test_trigger_bodies_and_strings_are_not_mistaken_for_transactions(tmp_path: 
 
 
 def test_order_is_numeric_and_equals_file_name_order(tmp_path: Path) -> None:
-    directory = write(tmp_path, {"010_c.sql": "SELECT 1;", "002_b.sql": "SELECT 1;", "001_a.sql": "SELECT 1;"})
+    directory = write(
+        tmp_path, {"010_c.sql": "SELECT 1;", "002_b.sql": "SELECT 1;", "001_a.sql": "SELECT 1;"}
+    )
     assert [m.name for m in discover(directory)] == ["001_a.sql", "002_b.sql", "010_c.sql"]
 
 

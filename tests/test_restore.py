@@ -96,7 +96,7 @@ def test_damaged_snapshot_is_refused_and_the_live_database_untouched(cli, tmp_pa
 def test_damaged_live_database_is_still_replaced_and_kept(cli, tmp_path: Path) -> None:
     from tests.test_snapshot import corrupt
 
-    db, store, snapshot_id = setup(cli, tmp_path)
+    db, store, _ = setup(cli, tmp_path)
     corrupt(db)
     run = cli("restore", "--db", str(db), "--store", store, "--force")
     assert run.rc == 0, run.stdout

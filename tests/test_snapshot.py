@@ -38,7 +38,9 @@ def only_snapshot(store: Path) -> tuple[dict[str, object], Path]:
 def test_snapshot_round_trip_and_manifest(cli, tmp_path: Path) -> None:
     db = tmp_path / "relayer.db"
     build_legacy_001(db, commands=500)
-    env = base_env(RENDER_GIT_COMMIT="abc123", RENDER_SERVICE_NAME="relayer", RENDER_API_KEY="rnd_secretsecretsecret1")
+    env = base_env(
+        RENDER_GIT_COMMIT="abc123", RENDER_SERVICE_NAME="relayer", RENDER_API_KEY="rnd_secretsecretsecret1"
+    )
     run = snap(cli, db, tmp_path / "store", "--reason", "manual", env=env)
     assert run.rc == 0, run.stdout
     manifest, data = only_snapshot(tmp_path / "store")
@@ -91,9 +93,7 @@ def test_missing_database(cli, tmp_path: Path) -> None:
 def test_snapshot_while_a_writer_commits_continuously(cli, tmp_path: Path, wal: bool) -> None:
     db = tmp_path / "relayer.db"
     make_bank(db, wal=wal, padding_rows=20000)
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(db), "6"], stdout=subprocess.PIPE, text=True
-    )
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db), "6"], stdout=subprocess.PIPE, text=True)
     assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
     time.sleep(0.5)
     run = snap(cli, db, tmp_path / "store")
@@ -122,7 +122,7 @@ def test_wal_content_not_yet_checkpointed_is_in_the_snapshot(cli, tmp_path: Path
     run = snap(cli, db, tmp_path / "store")
     holder.close()
     assert run.rc == 0, run.stdout
-    manifest, data = only_snapshot(tmp_path / "store")
+    _, data = only_snapshot(tmp_path / "store")
     restored = tmp_path / "restored.db"
     decompress(data, restored)
     conn = sqlite3.connect(restored)
@@ -133,7 +133,9 @@ def test_wal_content_not_yet_checkpointed_is_in_the_snapshot(cli, tmp_path: Path
 def test_hot_journal_left_by_a_killed_writer_is_rolled_back(cli, tmp_path: Path) -> None:
     db = tmp_path / "relayer.db"
     make_bank(db, padding_rows=3000)
-    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(db)], stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(db)], stdout=subprocess.PIPE, text=True
+    )
     assert writer.stdout is not None and writer.stdout.readline().strip() == "dirty"
     writer.send_signal(signal.SIGKILL)
     writer.wait()
@@ -141,7 +143,7 @@ def test_hot_journal_left_by_a_killed_writer_is_rolled_back(cli, tmp_path: Path)
     assert journal.exists() and journal.stat().st_size > 0
     run = snap(cli, db, tmp_path / "store")
     assert run.rc == 0, run.stdout
-    manifest, data = only_snapshot(tmp_path / "store")
+    _, data = only_snapshot(tmp_path / "store")
     restored = tmp_path / "restored.db"
     decompress(data, restored)
     assert integrity(restored) == "ok"
@@ -162,7 +164,9 @@ def test_corrupt_database_is_refused_and_nothing_uploaded(cli, tmp_path: Path) -
     corrupt(db)
     run = snap(cli, db, tmp_path / "store")
     assert run.rc == 5 and "quick_check" in run.error and "nothing was uploaded" in run.error
-    assert not (tmp_path / "store" / "snapshots").exists() or not any((tmp_path / "store" / "snapshots").iterdir())
+    assert not (tmp_path / "store" / "snapshots").exists() or not any(
+        (tmp_path / "store" / "snapshots").iterdir()
+    )
     assert not list(tmp_path.glob(".relayer-job-snapshot-*"))  # scratch files cleaned up
 
 

@@ -65,8 +65,18 @@ def build_legacy_001(db_path: Path, *, commands: int = 3000, ledger: bool = True
         "INSERT INTO commands (id, device_id, input, status, output, summary, repo_path, "
         "context_mode, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (_id(), controller if i % 3 else executor, f"run task {i}", "done" if i % 4 else "pending",
-             f"output {i} " * 5, f"summary {i}", "/srv/repo", "full", TS, TS)
+            (
+                _id(),
+                controller if i % 3 else executor,
+                f"run task {i}",
+                "done" if i % 4 else "pending",
+                f"output {i} " * 5,
+                f"summary {i}",
+                "/srv/repo",
+                "full",
+                TS,
+                TS,
+            )
             for i in range(commands)
         ],
     )
