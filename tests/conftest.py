@@ -86,3 +86,29 @@ def cli():
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "relayer.db"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real SeaweedFS S3 server on 127.0.0.1 for the whole session, stopped by PID after."""
+    from tests.support import seaweed
+
+    server = seaweed.start(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_server) -> str:
+    import uuid
+
+    return s3_server.make_bucket(f"test-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def proxy(s3_server):
+    from tests.support.faults import FaultProxy
+
+    fault_proxy = FaultProxy("127.0.0.1", s3_server.ports["s3.port"]).start()
+    yield fault_proxy
+    fault_proxy.stop()
