@@ -29,21 +29,40 @@ from job.schema import Schema, describe, differences, summarise
 APPLIED_BY = f"relayer-job {__version__}"
 
 
-def replay(migrations: Sequence[Migration]) -> list[Schema]:
-    """The schema after each prefix of `migrations`, replayed on an empty in-memory database:
-    element k is the schema once the first k files are applied. Stops at the first file that
-    fails even on an empty database."""
-    schemas: list[Schema] = []
-    with database.opened(":memory:") as conn:
-        schemas.append(describe(conn))
-        for migration in migrations:
+class Replay:
+    """The schema after each prefix of the migrations, replayed on an empty in-memory database,
+    lazily: schema(k) is the schema once the first k files are applied, None if one of them fails
+    even on an empty database. Lazy, so that checking a database replays only what it needs."""
+
+    def __init__(self, migrations: Sequence[Migration], deadline: Deadline | None = None) -> None:
+        self.migrations = migrations
+        self.deadline = deadline
+        self.conn = database.connect(":memory:")
+        if deadline is not None:
+            self.conn.set_progress_handler(lambda: int(deadline.expired()), 10_000)
+        self.schemas: list[Schema] = [describe(self.conn)]
+        self.broken = False
+
+    def schema(self, count: int) -> Schema | None:
+        while len(self.schemas) <= count and not self.broken:
             try:
-                for statement in migration.statements:
-                    conn.execute(statement.sql)
-            except sqlite3.Error:
+                for statement in self.migrations[len(self.schemas) - 1].statements:
+                    self.conn.execute(statement.sql)
+            except sqlite3.Error as exc:
+                if self.deadline is not None and self.deadline.expired():
+                    raise DeadlineExceeded("deadline exceeded while replaying the migrations") from exc
+                self.broken = True
                 break
-            schemas.append(describe(conn))
-    return schemas
+            self.schemas.append(describe(self.conn))
+        return self.schemas[count] if count < len(self.schemas) else None
+
+    def replayable(self) -> list[Schema]:
+        """Every prefix schema that replays."""
+        self.schema(len(self.migrations))
+        return self.schemas
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def version_label(migrations: Sequence[Migration], count: int) -> str:
@@ -55,7 +74,7 @@ class Assessment:
     """Where the database stands relative to the migration files."""
 
     migrations: list[Migration]
-    schemas: list[Schema]
+    replay: Replay
     applied: int  # the schema equals the first `applied` files
     adopt: list[Migration] = field(default_factory=list)  # applied but missing from the ledger
     drift: dict[str, list[str]] = field(default_factory=dict)
@@ -94,31 +113,41 @@ def _check_ledger_against_files(entries: dict[str, ledger.Entry], migrations: li
         )
 
 
-def assess(conn: sqlite3.Connection, migrations: list[Migration], *, allow_drift: bool = False) -> Assessment:
+def assess(
+    conn: sqlite3.Connection,
+    migrations: list[Migration],
+    *,
+    allow_drift: bool = False,
+    deadline: Deadline | None = None,
+) -> Assessment:
     """Compare the live database with the migrations, or raise DatabaseProblem (exit 5)."""
     entries = ledger.read(conn)
     _check_ledger_against_files(entries, migrations)
     live = describe(conn)
-    schemas = replay(migrations)
+    replay = Replay(migrations, deadline)
     names = [m.name for m in migrations]
     recorded = next((k for k in range(len(names), -1, -1) if set(names[:k]) == set(entries)), None)
 
-    if recorded is not None and recorded < len(schemas) and live == schemas[recorded]:
-        return Assessment(migrations, schemas, recorded)
+    if recorded is not None and replay.schema(recorded) == live:
+        return Assessment(migrations, replay, recorded)
 
     # The ledger does not describe the schema: adopt a prefix the schema provably equals.
     floor = max((names.index(n) + 1 for n in entries), default=0)
-    matches = [k for k in range(floor, len(schemas)) if schemas[k] == live]
-    if matches:
-        applied = matches[0]
-        adopt = [m for m in migrations[:applied] if m.name not in entries]
-        return Assessment(migrations, schemas, applied, adopt=adopt)
+    for k in range(floor, len(migrations) + 1):
+        candidate = replay.schema(k)
+        if candidate is None:
+            break
+        if candidate == live:
+            adopt = [m for m in migrations[:k] if m.name not in entries]
+            return Assessment(migrations, replay, k, adopt=adopt)
 
+    schemas = replay.replayable()
     nearest = min(range(len(schemas)), key=lambda k: sum(map(len, differences(live, schemas[k]).values())))
-    if recorded is not None and recorded < len(schemas):
-        drift = differences(live, schemas[recorded])
+    recorded_schema = replay.schema(recorded) if recorded is not None else None
+    if recorded is not None and recorded_schema is not None:
+        drift = differences(live, recorded_schema)
         if allow_drift:
-            return Assessment(migrations, schemas, recorded, drift=drift)
+            return Assessment(migrations, replay, recorded, drift=drift)
         raise DatabaseProblem(
             f"schema drift: the ledger says {version_label(migrations, recorded)} but the live "
             f"schema differs: {summarise(drift)}; nearest known version: "
@@ -223,7 +252,7 @@ def migrate_connection(
 ) -> dict[str, Any]:
     """Adopt, apply and verify on an open connection; the facts for the run's summary."""
     log = get_logger()
-    assessment = assess(conn, migrations, allow_drift=allow_drift)
+    assessment = assess(conn, migrations, allow_drift=allow_drift, deadline=deadline)
     if assessment.drift:
         log.warning("schema.drift", allowed=True, differences=assessment.drift)
     if (assessment.adopt or assessment.pending) and ledger.needs_preparing(conn):
@@ -249,10 +278,11 @@ def migrate_connection(
             continue
         applied.append({"name": migration.name, "duration_ms": duration_ms})
         log.info("migration.applied", name=migration.name, duration_ms=duration_ms)
-    final = len(migrations)
+    expected = assessment.replay.schema(len(migrations))
+    assessment.replay.close()
     drift = (
-        differences(describe(conn), assessment.schemas[final])
-        if final < len(assessment.schemas)
+        differences(describe(conn), expected)
+        if expected is not None
         else {"migrations": ["a migration fails on an empty database"]}
     )
     if drift and not allow_drift:

@@ -152,3 +152,18 @@ def test_lock_never_touches_sqlite_files(db_path: Path) -> None:
         writer.close()
     finally:
         lock.release()
+
+
+def test_deadline_interrupts_a_running_migration_and_rolls_it_back(db_path: Path, tmp_path: Path) -> None:
+    very_slow = SLOW_MIGRATION.replace(str(SLOW_ROWS), str(SLOW_ROWS * 20))  # a minute or more
+    migrations = migrations_copy(tmp_path, {"005_slow.sql": very_slow})
+    first = finish(start("migrate", "--db", str(db_path)))
+    assert first.rc == 0
+    started = time.monotonic()
+    result = finish(
+        start("migrate", "--db", str(db_path), "--migrations", str(migrations), "--deadline", "2.5")
+    )
+    assert result.rc == 9 and "005_slow.sql" in result.error and "rolled back" in result.error
+    assert time.monotonic() - started < 10
+    assert not query(db_path, "SELECT 1 FROM sqlite_master WHERE name = 'big'")
+    assert [r[0] for r in query(db_path, "SELECT name FROM _schema_migrations ORDER BY name")] == ALL

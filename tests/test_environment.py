@@ -26,6 +26,7 @@ def test_network_filesystems_are_refused(tmp_path: Path, fs_type: str) -> None:
     with pytest.raises(EnvironmentRefused) as caught:
         refuse_network_fs(db, allowed=False, mountinfo=info)
     assert fs_type in caught.value.message and "--allow-network-fs" in caught.value.message
+    assert caught.value.exit_code == 4
     refuse_network_fs(db, allowed=True, mountinfo=info)
 
 

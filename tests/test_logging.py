@@ -90,3 +90,18 @@ def test_status_json_is_the_only_thing_on_stdout(cli, tmp_path) -> None:
     run = cli("status", "--db", str(tmp_path / "r.db"), "--json")
     assert json.loads(run.stdout)["schema_version"] == 4
     assert '"job.finished"' in run.stderr
+
+
+def test_progress_events_are_throttled(monkeypatch) -> None:
+    from job.progress import Progress
+
+    stream = io.StringIO()
+    log.configure(fmt="json", level="info", command="test", stream=stream)
+    clock = iter([0.0, 1.0, 6.0, 7.0, 12.5])
+    monkeypatch.setattr("job.progress.time.monotonic", lambda: next(clock))
+    progress = Progress("snapshot.copy_progress", total=1000)  # starts at t=0
+    for done in (100, 600, 700, 1000):  # t = 1, 6, 7, 12.5
+        progress(done)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["bytes_done"] for e in events] == [600, 1000]
+    assert events[0]["percent"] == 60.0 and events[0]["bytes_total"] == 1000

@@ -238,3 +238,20 @@ def test_preflight_against_s3_leaves_no_probe_behind(s3_server, bucket, db) -> N
     assert run.rc == 0, run.stdout
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert keys == []
+
+
+def test_failed_multipart_upload_is_aborted_leaving_no_parts(s3_server, bucket, proxy, tmp_path) -> None:
+    db = tmp_path / "big.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE blobs (b BLOB)")
+    conn.executemany("INSERT INTO blobs VALUES (randomblob(100000))", [()] * 60)
+    conn.commit()
+    conn.close()
+    proxy.add_rule("PUT", r"relayer\.db\.zst$", "error500", query_regex="partNumber=2", times=None)
+    run = run_cli(
+        "snapshot", "--db", str(db), env=env_for(s3_server, bucket, proxy.endpoint, S3_PART_SIZE_MB="5")
+    )
+    assert run.rc == 6 and "InternalError" in run.error
+    assert proxy.count("DELETE", r"relayer\.db\.zst$", "uploadId") >= 1  # AbortMultipartUpload
+    assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert manifests(s3_server, bucket) == []
