@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Run, base_env, cli_argv
+from tests.support.dbtools import scalar
 from tests.support.legacy import REPO, build_legacy_001, dump, relayer_startup
 from tests.test_migrate import ALL, migrations_copy
 
@@ -303,8 +304,4 @@ def test_restore_requested_through_the_environment_happens_once(service) -> None
 
 
 def query_count(db: Path) -> int:
-    conn = sqlite3.connect(db)
-    try:
-        return int(conn.execute("SELECT count(*) FROM commands").fetchone()[0])
-    finally:
-        conn.close()
+    return int(str(scalar(db, "SELECT count(*) FROM commands")))

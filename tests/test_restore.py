@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.dbtools import KILLED_WRITER, TOTAL, bank_total, integrity, make_bank
+from tests.support.dbtools import KILLED_WRITER, TOTAL, bank_total, integrity, make_bank, scalar
 from tests.support.legacy import build_legacy_001, dump
 
 
@@ -135,3 +135,18 @@ def test_restore_script_proves_then_restores(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert sha(db) == manifest(tmp_path, snapshot_id)["raw_sha256"]
     assert "verified" in done.stdout and "schema version  1" in done.stdout
+
+
+def test_deploy_restore_flag_restores_once_then_migrates(cli, tmp_path: Path) -> None:
+    db, store, snapshot_id = setup(cli, tmp_path)
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM commands")
+    conn.commit()
+    conn.close()
+    run = cli("deploy", "--db", str(db), "--store", store, "--restore", snapshot_id)
+    assert run.rc == 0, run.stdout
+    assert run.finished["restored"] == snapshot_id and run.finished["schema_version"] == 4
+    assert int(str(scalar(db, "SELECT count(*) FROM commands"))) == 100
+    assert (db.parent / ".relayer-job-restored").read_text().strip() == snapshot_id
+    again = cli("deploy", "--db", str(db), "--store", store, "--restore", snapshot_id)
+    assert again.rc == 0 and again.finished["restored"] is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from job import deploy
+from job.cli import options
 from job.cli.outcome import Outcome
 from job.config import Config
 
@@ -12,16 +13,13 @@ HELP = "check, snapshot and migrate the database on the disk (the start-path job
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    options.add_disk(parser)
     parser.add_argument(
-        "--disk",
-        metavar="PATH",
-        help="refuse unless PATH is a mounted disk holding the database [DISK_MOUNT_PATH]",
+        "--restore",
+        metavar="ID|latest",
+        help="restore this snapshot first, once (recorded on the disk) [RESTORE_SNAPSHOT]",
     )
-    parser.add_argument(
-        "--allow-drift",
-        action="store_true",
-        help="migrate even if the live schema differs from the migrations' (exit 5 otherwise)",
-    )
+    options.add_allow_drift(parser)
 
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from job import migrate
+from job.cli import options
 from job.cli.outcome import Outcome
 from job.config import Config
 
@@ -18,11 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="rehearse on a consistent copy of the database; the database is not changed",
     )
-    parser.add_argument(
-        "--allow-drift",
-        action="store_true",
-        help="migrate even if the live schema differs from the migrations' (exit 5 otherwise)",
-    )
+    options.add_allow_drift(parser)
 
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:

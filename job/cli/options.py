@@ -45,3 +45,19 @@ def store() -> argparse.ArgumentParser:
         "--s3-part-size-mb", metavar="MB", help="multipart part size, 5..5120 (default 16) [S3_PART_SIZE_MB]"
     )
     return parser
+
+
+def add_disk(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--disk",
+        metavar="PATH",
+        help="refuse unless PATH is a mounted disk holding the database [DISK_MOUNT_PATH]",
+    )
+
+
+def add_allow_drift(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-drift",
+        action="store_true",
+        help="migrate even if the live schema differs from the migrations' (exit 5 otherwise)",
+    )

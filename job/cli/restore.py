@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from job import restore
+from job.cli import options
 from job.cli.outcome import Outcome
 from job.config import Config
 
@@ -21,11 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do nothing when a database exists (for a start-up restore onto an empty disk)",
     )
-    parser.add_argument(
-        "--disk",
-        metavar="PATH",
-        help="refuse unless PATH is a mounted disk holding the database [DISK_MOUNT_PATH]",
-    )
+    options.add_disk(parser)
 
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:

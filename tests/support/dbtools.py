@@ -31,12 +31,17 @@ def make_bank(db: Path, *, wal: bool = False, padding_rows: int = 2000) -> None:
     conn.close()
 
 
-def bank_total(db: Path) -> int:
+def scalar(db: Path, sql: str) -> object:
+    """The single value a query returns, on a connection opened and closed for it."""
     conn = sqlite3.connect(db)
     try:
-        return int(conn.execute("SELECT sum(balance) FROM accounts").fetchone()[0])
+        return conn.execute(sql).fetchone()[0]
     finally:
         conn.close()
+
+
+def bank_total(db: Path) -> int:
+    return int(str(scalar(db, "SELECT sum(balance) FROM accounts")))
 
 
 WRITER = """
@@ -85,8 +90,4 @@ def decompress(packed: Path, out: Path) -> str:
 
 
 def integrity(db: Path) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-    finally:
-        conn.close()
+    return str(scalar(db, "PRAGMA integrity_check"))
