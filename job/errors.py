@@ -8,6 +8,8 @@ back · 8 verification failed · 9 deadline exceeded.
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from typing import ClassVar
 
 
@@ -61,3 +63,28 @@ class VerificationFailed(JobError):
 class DeadlineExceeded(JobError):
     exit_code = 9
     error_code = "deadline_exceeded"
+
+
+_ENVIRONMENT_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only filesystem",
+}
+
+
+def translate(exc: BaseException) -> JobError | None:
+    """A documented error for failures that come from the environment rather than from a bug:
+    the disk (permissions, space, read-only) is exit 4, a locked or damaged database exit 3 or 5."""
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+        where = f" on {exc.filename}" if exc.filename else ""
+        return EnvironmentRefused(
+            f"{_ENVIRONMENT_ERRNOS[exc.errno]}{where}: the job needs to write next to the database "
+            "(check the disk's owner, free space and mount options)"
+        )
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return LockTimeout(f"the database is locked by another process ({exc}); is the relayer running?")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return DatabaseProblem(f"SQLite error: {exc}")
+    return None

@@ -21,7 +21,7 @@ from job import config as config_module
 from job import log as logging_setup
 from job.cli import deploy, gate, migrate, options, preflight, restore, snapshot, snapshots, status
 from job.cli.outcome import Outcome
-from job.errors import JobError, UsageError
+from job.errors import JobError, UsageError, translate
 
 COMMANDS: dict[str, ModuleType] = {
     "migrate": migrate,
@@ -127,7 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(started, exc, traceback=debug)
     except KeyboardInterrupt:
         return _fail(started, JobError("interrupted"), traceback=False)
-    except Exception as exc:  # an unexpected error is a bug: show the traceback
+    except Exception as exc:
+        known = translate(exc)
+        if known is not None:
+            return _fail(started, known, traceback=debug)
+        # Anything else is a bug: show the traceback.
         log.error("job.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
         return _finish(
             started, "failed", 1, error_code="internal_error", error=f"{type(exc).__name__}: {exc}"
