@@ -16,7 +16,7 @@ from typing import Any
 from job import database, ledger, restore, snapshot
 from job.config import Config
 from job.deadline import Deadline
-from job.environment import refuse_network_fs, require_disk, require_sqlite_version
+from job.environment import ensure_directory, refuse_network_fs, require_disk, require_sqlite_version
 from job.errors import DatabaseProblem, JobError
 from job.lock import DiskLock, acquire
 from job.log import get_logger
@@ -49,7 +49,7 @@ def run(
         store = open_store(config.store_url, config.s3, deadline)
         refuse_network_fs(db_path, allowed=config.allow_network_fs)
     with step("lock", durations):
-        db_path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_directory(db_path.parent)
         lock = acquire(config.lock_file, timeout=config.lock_timeout, command="deploy")
     try:
         facts = _under_lock(config, store, migrations, deadline, durations, allow_drift)

@@ -114,3 +114,14 @@ def require_free_space(directory: Path, needed: int, *, what: str) -> None:
             f"not enough free space in {directory} for {what}: need {needed} bytes, "
             f"{free} free; grow the disk or prune old files"
         )
+
+
+def ensure_directory(directory: Path) -> None:
+    """Create the database's directory (the relayer does the same on first start)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EnvironmentRefused(
+            f"cannot create {directory} for the database: {exc.strerror or exc}; check --db / "
+            "DATABASE_PATH and that the disk is mounted and writable"
+        ) from exc

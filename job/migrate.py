@@ -19,7 +19,7 @@ from typing import Any
 from job import __version__, database, ledger
 from job.config import Config
 from job.deadline import Deadline
-from job.environment import refuse_network_fs, require_sqlite_version
+from job.environment import ensure_directory, refuse_network_fs, require_sqlite_version
 from job.errors import DatabaseProblem, DeadlineExceeded, LockTimeout, MigrationFailed
 from job.lock import held
 from job.log import get_logger
@@ -305,7 +305,7 @@ def run(config: Config, *, dry_run: bool = False, allow_drift: bool = False) -> 
         return _dry_run(config, migrations, deadline, allow_drift)
     db_path = config.db_path
     refuse_network_fs(db_path, allowed=config.allow_network_fs)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_directory(db_path.parent)
     with held(config.lock_file, timeout=config.lock_timeout, command="migrate"):
         created = not db_path.exists()
         with database.opened(db_path, create=True) as conn:

@@ -18,7 +18,13 @@ from typing import Any
 from job import catalog, database, snapshot
 from job.config import Config
 from job.deadline import Deadline
-from job.environment import refuse_network_fs, require_disk, require_free_space, require_sqlite_version
+from job.environment import (
+    ensure_directory,
+    refuse_network_fs,
+    require_disk,
+    require_free_space,
+    require_sqlite_version,
+)
 from job.errors import JobError, UsageError
 from job.lock import held
 from job.log import get_logger
@@ -113,7 +119,7 @@ def run(config: Config, *, which: str, force: bool, if_db_not_exists: bool) -> d
         require_disk(config.disk_mount_path, db_path)
     refuse_network_fs(db_path, allowed=config.allow_network_fs)
     store = open_store(config.store_url, config.s3, deadline)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_directory(db_path.parent)
     with held(config.lock_file, timeout=config.lock_timeout, command="restore"):
         if if_db_not_exists and db_path.exists():
             log.info("restore.skipped", reason="database exists", db=str(db_path))

@@ -46,3 +46,8 @@ def test_read_only_disk_is_exit_4_end_to_end(cli) -> None:
     finally:
         subprocess.run(["umount", str(point)], check=False)
         point.rmdir()
+
+
+def test_database_directory_that_cannot_be_created_is_exit_4(cli) -> None:
+    run = cli("migrate", "--db", "/proc/no-such-dir/relayer.db")
+    assert run.rc == 4 and "cannot create /proc/no-such-dir" in run.error
