@@ -4,8 +4,8 @@ verify, prune). Only a snapshot with a manifest exists; anything else is a lefto
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -136,12 +136,14 @@ def fetch(store: Store, manifest: Manifest, destination: Path, *, deadline: Dead
         raise VerificationFailed(f"snapshot {manifest.id}: integrity_check failed: {'; '.join(problems[:3])}")
 
 
-def verify(store: Store, which: str, *, download: bool, deadline: Deadline, scratch: Path) -> dict[str, Any]:
+def verify(store: Store, which: str, *, download: bool, deadline: Deadline) -> dict[str, Any]:
+    """`snapshots verify`: present with the right size; with `download`, a full restore drill in a
+    temporary directory that touches nothing live."""
     manifest = resolve(store, which)
     check_present(store, manifest)
     if download:
-        shutil.disk_usage(scratch)  # scratch must exist
-        fetch(store, manifest, scratch / f"{manifest.id}.db", deadline=deadline)
+        with tempfile.TemporaryDirectory(prefix="relayer-job-verify-") as scratch:
+            fetch(store, manifest, Path(scratch) / f"{manifest.id}.db", deadline=deadline)
     get_logger().info("snapshot.verified", id=manifest.id, downloaded=download)
     return {"id": manifest.id, "downloaded": download, "integrity_check": "ok" if download else None}
 

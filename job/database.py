@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from job.deadline import Deadline
-from job.errors import DatabaseProblem
+from job.errors import DatabaseProblem, sqlite_cause
 
 BUSY_TIMEOUT_MS = 10_000
 COPY_STEP_PAGES = 4096
@@ -42,6 +42,9 @@ def connect(target: Path | str, *, create: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA schema_version").fetchone()
     except sqlite3.DatabaseError as exc:
+        cause = sqlite_cause(exc, f"cannot open {target}")
+        if cause is not None:
+            raise cause from exc
         raise DatabaseProblem(f"cannot open {target} as a SQLite database: {exc}") from exc
     return conn
 

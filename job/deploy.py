@@ -8,6 +8,7 @@ pending migrations and verifies the result. Re-running it after a success only v
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Any
 from job import database, ledger, restore, snapshot
 from job.config import Config
 from job.deadline import Deadline
-from job.environment import ensure_directory, refuse_network_fs, require_disk, require_sqlite_version
-from job.errors import DatabaseProblem, JobError
+from job.environment import check_database_location, ensure_directory, require_sqlite_version
+from job.errors import JobError, UsageError, VerificationFailed
 from job.lock import DiskLock, acquire
 from job.log import get_logger
 from job.migrate import migrate_connection
@@ -43,11 +44,11 @@ def run(
     db_path = config.db_path
     with step("checks", durations):
         require_sqlite_version()
-        if config.disk_mount_path is not None:
-            require_disk(config.disk_mount_path, db_path)
+        check_database_location(
+            db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
+        )
         migrations = discover(config.migrations_dir)
         store = open_store(config.store_url, config.s3, deadline)
-        refuse_network_fs(db_path, allowed=config.allow_network_fs)
     with step("lock", durations):
         ensure_directory(db_path.parent)
         lock = acquire(config.lock_file, timeout=config.lock_timeout, command="deploy")
@@ -93,12 +94,17 @@ def _under_lock(
     with step("migrate", durations), database.opened(db_path, create=True) as conn:
         migrated = migrate_connection(conn, migrations, deadline=deadline, allow_drift=allow_drift)
     with step("verify", durations), database.opened(db_path) as conn:
-        database.require_healthy(conn, f"database {db_path} after migrating")
+        problems = database.quick_check(conn) + database.foreign_key_problems(conn)
         missing = [m.name for m in migrations if m.name not in ledger.read(conn)]
         if missing:
-            raise DatabaseProblem(
-                f"ledger problem: {', '.join(missing)} not recorded in {ledger.TABLE} after "
-                "migrating; the relayer would re-run them"
+            problems.append(
+                f"{', '.join(missing)} not recorded in {ledger.TABLE} (the relayer would re-run them)"
+            )
+        if problems:
+            raise VerificationFailed(
+                f"database {db_path} failed its checks after migrating: {'; '.join(problems[:3])}; "
+                f"the way back is snapshot {snapshot_facts.get('snapshot_id')}",
+                snapshot_id=snapshot_facts.get("snapshot_id"),
             )
     post_snapshot = None
     if migrated["applied"] or migrated["adopted"]:
@@ -127,3 +133,16 @@ def _post_migrate_snapshot(
         get_logger().warning("snapshot.post_migrate_failed", error=exc.message, error_code=exc.error_code)
         return None
     return str(facts["snapshot_id"])
+
+
+def gate(config: Config, argv: list[str], *, allow_drift: bool, hold_lock: bool) -> dict[str, Any]:
+    """`gate`: check that COMMAND can be started, deploy, and with `hold_lock` leave a shared lock
+    for COMMAND to inherit; the caller then execs COMMAND (only after a success)."""
+    if not argv:
+        raise UsageError("gate: give the command to start after a successful deploy: gate -- relayer")
+    if shutil.which(argv[0]) is None:
+        raise UsageError(f"gate: command {argv[0]!r} not found on PATH; nothing was changed")
+    facts, lock = run(config, allow_drift=allow_drift, keep_lock=hold_lock)
+    if lock is not None:
+        lock.share(holder=f"{' '.join(argv)} (started by gate --hold-lock)")
+    return {**facts, "exec": argv}

@@ -125,3 +125,11 @@ def ensure_directory(directory: Path) -> None:
             f"cannot create {directory} for the database: {exc.strerror or exc}; check --db / "
             "DATABASE_PATH and that the disk is mounted and writable"
         ) from exc
+
+
+def check_database_location(db_path: Path, *, disk: Path | None, allow_network_fs: bool) -> None:
+    """Every command that reads or writes the live database: on the mounted disk when one is
+    configured (DISK_MOUNT_PATH), never on a network filesystem. Creates nothing."""
+    if disk is not None:
+        require_disk(disk, db_path)
+    refuse_network_fs(db_path, allowed=allow_network_fs)

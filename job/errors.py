@@ -74,6 +74,25 @@ _ENVIRONMENT_ERRNOS = {
 }
 
 
+_SQLITE_ENVIRONMENT = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM")
+
+
+def sqlite_cause(exc: sqlite3.Error, doing: str) -> JobError | None:
+    """The documented error for SQLite failures caused by the disk or the deadline, not the SQL."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    if name.startswith(_SQLITE_ENVIRONMENT):
+        return EnvironmentRefused(
+            f"{doing}: {exc} ({name}): check the disk's free space, owner and mount options"
+        )
+    if name == "SQLITE_INTERRUPT":
+        return DeadlineExceeded(f"{doing}: interrupted by the deadline; raise --deadline / JOB_DEADLINE")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or (not name and "is locked" in str(exc)):
+        return LockTimeout(
+            f"{doing}: the database is locked by another process ({exc}); is the relayer running?"
+        )
+    return None
+
+
 def translate(exc: BaseException) -> JobError | None:
     """A documented error for failures that come from the environment rather than from a bug:
     the disk (permissions, space, read-only) is exit 4, a locked or damaged database exit 3 or 5."""
@@ -83,8 +102,6 @@ def translate(exc: BaseException) -> JobError | None:
             f"{_ENVIRONMENT_ERRNOS[exc.errno]}{where}: the job needs to write next to the database "
             "(check the disk's owner, free space and mount options)"
         )
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-        return LockTimeout(f"the database is locked by another process ({exc}); is the relayer running?")
-    if isinstance(exc, sqlite3.DatabaseError):
-        return DatabaseProblem(f"SQLite error: {exc}")
+    if isinstance(exc, sqlite3.Error):
+        return sqlite_cause(exc, "SQLite") or DatabaseProblem(f"SQLite error: {exc}")
     return None

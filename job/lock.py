@@ -69,8 +69,10 @@ def read_holder(path: Path) -> str:
     )
 
 
-def acquire(path: Path, *, timeout: float, command: str) -> DiskLock:
-    """Take the exclusive lock, polling until `timeout` seconds have passed (then exit 3)."""
+def acquire(path: Path, *, timeout: float, command: str, shared: bool = False) -> DiskLock:
+    """Take the lock, polling until `timeout` seconds have passed (then exit 3). Exclusive for
+    anything that writes the database; shared for readers (snapshot), which may run beside each
+    other and beside a relayer started by `gate --hold-lock`."""
     log = get_logger()
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -83,7 +85,7 @@ def acquire(path: Path, *, timeout: float, command: str) -> DiskLock:
     announced = False
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             break
         except BlockingIOError:
             waited = time.monotonic() - started
@@ -98,14 +100,20 @@ def acquire(path: Path, *, timeout: float, command: str) -> DiskLock:
                 log.info("lock.waiting", lock_file=str(path), holder=read_holder(path))
                 announced = True
             time.sleep(min(POLL_SECONDS, max(timeout - waited, 0.01)))
-    _write_holder(fd, command)
-    log.info("lock.acquired", lock_file=str(path), waited_s=round(time.monotonic() - started, 3))
+    if not shared:  # a shared holder would overwrite the record of the others
+        _write_holder(fd, command)
+    log.info(
+        "lock.acquired",
+        lock_file=str(path),
+        mode="shared" if shared else "exclusive",
+        waited_s=round(time.monotonic() - started, 3),
+    )
     return DiskLock(path, fd)
 
 
 @contextlib.contextmanager
-def held(path: Path, *, timeout: float, command: str) -> Iterator[DiskLock]:
-    lock = acquire(path, timeout=timeout, command=command)
+def held(path: Path, *, timeout: float, command: str, shared: bool = False) -> Iterator[DiskLock]:
+    lock = acquire(path, timeout=timeout, command=command, shared=shared)
     try:
         yield lock
     finally:

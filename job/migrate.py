@@ -19,8 +19,15 @@ from typing import Any
 from job import __version__, database, ledger
 from job.config import Config
 from job.deadline import Deadline
-from job.environment import ensure_directory, refuse_network_fs, require_sqlite_version
-from job.errors import DatabaseProblem, DeadlineExceeded, LockTimeout, MigrationFailed
+from job.environment import check_database_location, ensure_directory, require_sqlite_version
+from job.errors import (
+    DatabaseProblem,
+    DeadlineExceeded,
+    LockTimeout,
+    MigrationFailed,
+    VerificationFailed,
+    sqlite_cause,
+)
 from job.lock import held
 from job.log import get_logger
 from job.migrations import Migration, discover, line_ending_variants
@@ -38,6 +45,7 @@ class Replay:
         self.migrations = migrations
         self.deadline = deadline
         self.conn = database.connect(":memory:")
+        self.conn.execute("PRAGMA foreign_keys = OFF")  # as the runner applies them
         if deadline is not None:
             self.conn.set_progress_handler(lambda: int(deadline.expired()), 10_000)
         self.schemas: list[Schema] = [describe(self.conn)]
@@ -205,6 +213,9 @@ def apply_one(conn: sqlite3.Connection, migration: Migration, deadline: Deadline
     (re-read inside the write transaction) shows it was applied meanwhile."""
     started = time.monotonic()
     conn.set_progress_handler(lambda: int(deadline.expired()), 10_000)
+    # Foreign keys off for the transaction (it is a no-op inside one), so that a table rebuild's
+    # DROP TABLE cannot cascade-delete child rows; foreign_key_check before COMMIT still guards.
+    conn.execute("PRAGMA foreign_keys = OFF")
     _begin(conn)
     try:
         if migration.name in ledger.read(conn):
@@ -217,6 +228,9 @@ def apply_one(conn: sqlite3.Connection, migration: Migration, deadline: Deadline
                     raise DeadlineExceeded(
                         f"deadline exceeded while applying {migration.name}; it was rolled back"
                     ) from exc
+                cause = sqlite_cause(exc, f"{migration.name} line {statement.line} (rolled back)")
+                if cause is not None:
+                    raise cause from exc
                 raise MigrationFailed(
                     f"{migration.name} line {statement.line} failed: {exc}; the file was rolled "
                     "back and the database is as it was before it",
@@ -241,6 +255,7 @@ def apply_one(conn: sqlite3.Connection, migration: Migration, deadline: Deadline
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         conn.set_progress_handler(None, 0)
+        conn.execute("PRAGMA foreign_keys = ON")
 
 
 def migrate_connection(
@@ -286,7 +301,10 @@ def migrate_connection(
         else {"migrations": ["a migration fails on an empty database"]}
     )
     if drift and not allow_drift:
-        raise DatabaseProblem(f"schema drift after migrating: {summarise(drift)}", drift=drift)
+        raise VerificationFailed(
+            f"after migrating, the schema differs from the replayed migrations: {summarise(drift)}",
+            drift=drift,
+        )
     return {
         "applied": applied,
         "adopted": [m.name for m in assessment.adopt],
@@ -301,10 +319,12 @@ def run(config: Config, *, dry_run: bool = False, allow_drift: bool = False) -> 
     require_sqlite_version()
     migrations = discover(config.migrations_dir)
     deadline = Deadline(config.deadline)
+    check_database_location(
+        config.db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
+    )
     if dry_run:
         return _dry_run(config, migrations, deadline, allow_drift)
     db_path = config.db_path
-    refuse_network_fs(db_path, allowed=config.allow_network_fs)
     ensure_directory(db_path.parent)
     with held(config.lock_file, timeout=config.lock_timeout, command="migrate"):
         created = not db_path.exists()

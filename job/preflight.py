@@ -47,7 +47,10 @@ def run(config: Config) -> dict[str, Any]:
     log.info("migrations.valid", count=len(migrations), latest=migrations[-1].name)
     store = open_store(config.store_url, config.s3, deadline)
     probe(store)
-    newest = catalog.latest(store)
+    # A deploy that restores (RESTORE_SNAPSHOT, e.g. a rollback) will migrate that snapshot's data.
+    newest = (
+        catalog.resolve(store, config.restore_snapshot) if config.restore_snapshot else catalog.latest(store)
+    )
     with tempfile.TemporaryDirectory(prefix="relayer-job-preflight-") as scratch:
         rehearsal = Path(scratch) / "rehearsal.db"
         if newest is None:

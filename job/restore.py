@@ -19,9 +19,8 @@ from job import catalog, database, snapshot
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import (
+    check_database_location,
     ensure_directory,
-    refuse_network_fs,
-    require_disk,
     require_free_space,
     require_sqlite_version,
 )
@@ -44,17 +43,37 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _set_aside(db_path: Path) -> list[str]:
-    """Move the current database and its journal files out of the way, keeping them."""
+def _keep_aside(db_path: Path) -> list[str]:
+    """Keep the current database under a `.replaced-<time>` name (a hard link, so `db_path` never
+    stops existing) and move its journal files beside it: a hot journal must never meet the
+    restored file. A crash after this leaves the old database in place, whole or with its journal
+    beside the kept copy."""
     suffix = time.strftime(".replaced-%Y%m%dT%H%M%SZ", time.gmtime())
-    moved = []
-    for name in ("", *SIDECARS):
+    kept = []
+    if db_path.exists():
+        os.link(db_path, f"{db_path}{suffix}")
+        kept.append(f"{db_path}{suffix}")
+    for name in SIDECARS:
         path = Path(f"{db_path}{name}")
         if path.exists():
-            target = Path(f"{db_path}{suffix}{name}")
-            path.replace(target)
-            moved.append(str(target))
-    return moved
+            path.replace(f"{db_path}{suffix}{name}")
+            kept.append(f"{db_path}{suffix}{name}")
+    _fsync_directory(db_path.parent)
+    return kept
+
+
+def _match_ownership(incoming: Path, db_path: Path) -> None:
+    """The restored file gets the replaced one's mode (and owner, when running as root), or the
+    mode a newly created database would get; mkstemp's 0600 could lock the relayer out."""
+    if db_path.exists():
+        st = db_path.stat()
+        incoming.chmod(st.st_mode & 0o7777)
+        if os.geteuid() == 0:
+            os.chown(incoming, st.st_uid, st.st_gid)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        incoming.chmod(0o666 & ~umask)
 
 
 def _snapshot_current(db_path: Path, store: Store, deadline: Deadline) -> str | None:
@@ -95,7 +114,8 @@ def restore(
         with incoming.open("rb") as f:
             os.fsync(f.fileno())
         pre_restore = _snapshot_current(db_path, store, deadline) if exists else None
-        moved = _set_aside(db_path)
+        _match_ownership(incoming, db_path)
+        moved = _keep_aside(db_path)
         incoming.replace(db_path)
         _fsync_directory(directory)
     with database.opened(db_path) as conn:
@@ -115,9 +135,7 @@ def run(config: Config, *, which: str, force: bool, if_db_not_exists: bool) -> d
     require_sqlite_version()
     deadline = Deadline(config.deadline)
     db_path = config.db_path
-    if config.disk_mount_path is not None:
-        require_disk(config.disk_mount_path, db_path)
-    refuse_network_fs(db_path, allowed=config.allow_network_fs)
+    check_database_location(db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs)
     store = open_store(config.store_url, config.s3, deadline)
     ensure_directory(db_path.parent)
     with held(config.lock_file, timeout=config.lock_timeout, command="restore"):
@@ -144,7 +162,10 @@ def requested_once(config: Config, store: Store, deadline: Deadline) -> dict[str
     manifest = catalog.resolve(store, request)
     facts = restore(config.db_path, store, manifest, deadline=deadline, replace=True)
     tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(request + "\n")
+    with tmp.open("w") as f:
+        f.write(request + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(marker)
     _fsync_directory(marker.parent)
     return facts

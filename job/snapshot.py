@@ -18,7 +18,7 @@ import zstandard
 from job import __version__, catalog, database, ledger
 from job.config import Config
 from job.deadline import Deadline
-from job.environment import refuse_network_fs, require_free_space
+from job.environment import check_database_location, require_free_space
 from job.errors import DatabaseProblem, EnvironmentRefused
 from job.lock import held
 from job.log import get_logger
@@ -111,9 +111,23 @@ def new_id(created: time.struct_time, raw_sha256: str, *, after: str | None) -> 
     return f"{time.strftime(ID_TIME, time.gmtime(stamp))}-{raw_sha256[:8]}"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_scratch_leftovers(directory: Path) -> None:
-    """Scratch files of a killed earlier run (the caller holds the disk lock, so none is in use)."""
+    """Scratch files of killed earlier runs. Names carry the writer's pid, so files of a snapshot
+    still running beside this one (both under the shared lock) are left alone."""
     for leftover in directory.glob(f"{SCRATCH_PREFIX}*"):
+        match = re.match(rf"{re.escape(SCRATCH_PREFIX)}(\d+)-", leftover.name)
+        if match and (int(match.group(1)) == os.getpid() or _alive(int(match.group(1)))):
+            continue
         leftover.unlink(missing_ok=True)
         get_logger().info("snapshot.scratch_removed", path=str(leftover))
 
@@ -125,9 +139,10 @@ def create(db_path: Path, store: Store, *, reason: str, deadline: Deadline) -> d
     remove_scratch_leftovers(directory)
     timings: dict[str, float] = {}
     started = time.monotonic()
+    prefix = f"{SCRATCH_PREFIX}{os.getpid()}-"
     with (
-        database.scratch_file(directory, SCRATCH_PREFIX, ".db") as copy,
-        database.scratch_file(directory, SCRATCH_PREFIX, ".db.zst") as packed_path,
+        database.scratch_file(directory, prefix, ".db") as copy,
+        database.scratch_file(directory, prefix, ".db.zst") as packed_path,
     ):
         try:
             with database.opened(db_path) as live:
@@ -221,6 +236,9 @@ def create(db_path: Path, store: Store, *, reason: str, deadline: Deadline) -> d
 def run(config: Config, *, reason: str, if_db_exists: bool) -> dict[str, Any]:
     """`relayer-job snapshot`: under the disk lock, snapshot the database into the configured store."""
     deadline = Deadline(config.deadline)
+    check_database_location(
+        config.db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
+    )
     store = open_store(config.store_url, config.s3, deadline)
     if not config.db_path.exists():
         if if_db_exists:
@@ -230,6 +248,5 @@ def run(config: Config, *, reason: str, if_db_exists: bool) -> dict[str, Any]:
             f"database {config.db_path} does not exist, so there is nothing to snapshot; check "
             "--db / DATABASE_PATH, or pass --if-db-exists to treat that as success"
         )
-    refuse_network_fs(config.db_path, allowed=config.allow_network_fs)
-    with held(config.lock_file, timeout=config.lock_timeout, command="snapshot"):
+    with held(config.lock_file, timeout=config.lock_timeout, command="snapshot", shared=True):
         return create(config.db_path, store, reason=reason, deadline=deadline)

@@ -8,6 +8,7 @@ from typing import Any
 from job import catalog, database, ledger
 from job.config import Config
 from job.deadline import Deadline
+from job.environment import check_database_location
 from job.errors import DatabaseProblem, JobError
 from job.migrate import assess
 from job.migrations import discover
@@ -27,6 +28,9 @@ def last_snapshot(config: Config) -> dict[str, Any] | str:
 def report(config: Config) -> tuple[dict[str, Any], DatabaseProblem | None]:
     """The status report, and the database problem it found (if any) for the exit code."""
     migrations = discover(config.migrations_dir)
+    check_database_location(
+        config.db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
+    )
     out: dict[str, Any] = {
         "db": str(config.db_path),
         "exists": config.db_path.exists(),

@@ -125,6 +125,16 @@ def test_predeploy_phase_deploy_refuses_off_disk_and_creates_nothing(tmp_path: P
     assert list(not_a_disk.iterdir()) == [] and not (tmp_path / "store").exists()
     gated = run("gate", "--", "true", env=env)
     assert gated.rc == 4 and list(not_a_disk.iterdir()) == []
+    for command in (
+        ["migrate"],
+        ["migrate", "--dry-run"],
+        ["snapshot", "--if-db-exists"],
+        ["status"],
+        ["restore"],
+    ):
+        refused = run(*command, env=env)
+        assert refused.rc == 4 and "not a mounted disk" in refused.error, command
+        assert list(not_a_disk.iterdir()) == [] and not (tmp_path / "store").exists(), command
 
 
 def test_preflight_passes_on_good_migrations_and_blocks_a_migration_that_breaks_on_real_data(
@@ -242,6 +252,11 @@ def test_gate_hold_lock_makes_manual_disk_commands_wait(service) -> None:
         assert service["marker"].exists()
         blocked = run("migrate", "--lock-timeout", "0.5", env=service["env"])
         assert blocked.rc == 3 and "gate --hold-lock" in blocked.error and str(proc.pid) in blocked.error
+        restore = run("restore", "--force", "--lock-timeout", "0.5", env=service["env"])
+        assert restore.rc == 3
+        # A snapshot only reads: it shares the lock with the running relayer.
+        snap = run("snapshot", "--reason", "manual", "--lock-timeout", "0.5", env=service["env"])
+        assert snap.rc == 0, snap.stdout
     finally:
         proc.kill()
         proc.communicate()
@@ -305,3 +320,21 @@ def test_restore_requested_through_the_environment_happens_once(service) -> None
 
 def query_count(db: Path) -> int:
     return int(str(scalar(db, "SELECT count(*) FROM commands")))
+
+
+def test_preflight_of_a_rollback_rehearses_on_the_snapshot_it_will_restore(tmp_path: Path) -> None:
+    live = tmp_path / "live" / "relayer.db"
+    live.parent.mkdir()
+    build_legacy_001(live, commands=10)
+    newer = migrations_copy(tmp_path, {"005_notes.sql": "CREATE TABLE notes (id TEXT PRIMARY KEY);"})
+    store = f"file:{tmp_path / 'store'}"
+    deployed = run(
+        "deploy", env=base_env(DATABASE_PATH=str(live), SNAPSHOT_STORE=store, MIGRATIONS_DIR=str(newer))
+    )
+    assert deployed.rc == 0 and deployed.finished["post_migrate_snapshot_id"]
+    old_image = base_env(SNAPSHOT_STORE=store, DATABASE_PATH="/nowhere/relayer.db")  # the old migrations
+    blocked = run("preflight", env=old_image)
+    assert blocked.rc == 5 and "newer than this job" in blocked.error
+    rollback = run("preflight", env={**old_image, "RESTORE_SNAPSHOT": deployed.finished["snapshot_id"]})
+    assert rollback.rc == 0, rollback.stdout
+    assert rollback.finished["rehearsed_on"] == deployed.finished["snapshot_id"]

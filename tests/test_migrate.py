@@ -377,3 +377,52 @@ def test_status_shows_the_last_snapshot(cli, db_path, tmp_path) -> None:
     snapshot_id = cli("snapshot", "--db", str(db_path), "--store", store).finished["snapshot_id"]
     report = json.loads(cli("status", "--db", str(db_path), "--json", "--store", store).stdout)
     assert report["last_snapshot"]["id"] == snapshot_id and report["last_snapshot"]["schema_version"] == 4
+
+
+REBUILD_DEVICES = """CREATE TABLE devices_new (
+    id TEXT PRIMARY KEY,
+    admin_id TEXT NOT NULL REFERENCES admin(id) ON DELETE CASCADE,
+    device_id TEXT NOT NULL,
+    name TEXT,
+    role TEXT NOT NULL CHECK (role IN ('executor', 'controller')),
+    token_hash TEXT,
+    registered_at TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,
+    label TEXT,
+    UNIQUE (admin_id, device_id)
+);
+INSERT INTO devices_new SELECT id, admin_id, device_id, name, role, token_hash, registered_at,
+    last_seen_at, NULL FROM devices;
+DROP TABLE devices;
+ALTER TABLE devices_new RENAME TO devices;
+CREATE UNIQUE INDEX idx_one_executor ON devices (admin_id) WHERE role = 'executor';
+"""
+
+
+def test_table_rebuild_does_not_cascade_delete_child_rows(cli, db_path, tmp_path) -> None:
+    """The 12-step rebuild drops the parent table: with foreign keys on, that would silently
+    delete every command. The runner turns them off for the file and checks them before COMMIT."""
+    db_path.parent.mkdir()
+    build_legacy_001(db_path, commands=250)
+    assert cli("migrate", "--db", str(db_path)).rc == 0
+    migrations = migrations_copy(tmp_path, {"005_rebuild_devices.sql": REBUILD_DEVICES})
+    run = cli("migrate", "--db", str(db_path), "--migrations", str(migrations))
+    assert run.rc == 0, run.stdout
+    assert row_counts(db_path, ["commands", "devices"]) == {"commands": 250, "devices": 2}
+    assert "label" in [c[0] for c in columns(db_path, "devices")]
+    assert query(db_path, "PRAGMA foreign_key_check") == []
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA foreign_keys").fetchone() == (0,)  # a fresh connection's default
+    conn.close()
+
+
+def test_rebuild_that_orphans_rows_is_rolled_back(cli, db_path, tmp_path) -> None:
+    db_path.parent.mkdir()
+    build_legacy_001(db_path, commands=20)
+    assert cli("migrate", "--db", str(db_path)).rc == 0
+    lossy = REBUILD_DEVICES.replace("FROM devices;", "FROM devices WHERE role = 'executor';")
+    migrations = migrations_copy(tmp_path, {"005_lossy.sql": lossy})
+    before = dump(db_path)
+    run = cli("migrate", "--db", str(db_path), "--migrations", str(migrations))
+    assert run.rc == 7 and "foreign key violations" in run.error
+    assert dump(db_path) == before

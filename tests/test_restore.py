@@ -150,3 +150,18 @@ def test_deploy_restore_flag_restores_once_then_migrates(cli, tmp_path: Path) ->
     assert (db.parent / ".relayer-job-restored").read_text().strip() == snapshot_id
     again = cli("deploy", "--db", str(db), "--store", store, "--restore", snapshot_id)
     assert again.rc == 0 and again.finished["restored"] is None
+
+
+def test_restored_file_keeps_the_mode_of_the_database_it_replaces(cli, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    db, store, _ = setup(cli, tmp_path)
+    db.chmod(0o660)
+    assert cli("restore", "--db", str(db), "--store", store, "--force").rc == 0
+    assert stat.S_IMODE(db.stat().st_mode) == 0o660
+    db.unlink()
+    assert cli("restore", "--db", str(db), "--store", store).rc == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(db.stat().st_mode) == 0o666 & ~umask

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 
 from job import deploy
 from job.cli.deploy import configure as configure_deploy
 from job.cli.outcome import Outcome
 from job.config import Config
-from job.errors import UsageError
 
 HELP = "run deploy, then exec COMMAND (the relayer) only if it succeeded"
 
@@ -26,11 +24,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    if not argv:
-        raise UsageError("gate: give the command to start after a successful deploy: gate -- relayer")
-    if shutil.which(argv[0]) is None:
-        raise UsageError(f"gate: command {argv[0]!r} not found on PATH; nothing was changed")
-    facts, lock = deploy.run(config, allow_drift=args.allow_drift, keep_lock=args.hold_lock)
-    if lock is not None:
-        lock.share(holder=f"{' '.join(argv)} (started by gate --hold-lock)")
-    return Outcome({**facts, "exec": argv}, exec_argv=argv)
+    facts = deploy.gate(config, argv, allow_drift=args.allow_drift, hold_lock=args.hold_lock)
+    return Outcome(facts, exec_argv=argv)

@@ -140,5 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if outcome.exec_argv:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execvp(outcome.exec_argv[0], outcome.exec_argv)
+        try:
+            os.execvp(outcome.exec_argv[0], outcome.exec_argv)
+        except OSError as exc:
+            log.error(
+                "gate.exec_failed",
+                command=outcome.exec_argv,
+                error=f"cannot start {outcome.exec_argv[0]}: {exc.strerror or exc}",
+                exit_code=UsageError.exit_code,
+            )
+            return UsageError.exit_code
     return code

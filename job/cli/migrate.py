@@ -14,6 +14,7 @@ HELP = "apply pending migrations under the disk lock"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    options.add_disk(parser)
     parser.add_argument(
         "--dry-run",
         action="store_true",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from job import snapshot
+from job.cli import options
 from job.cli.outcome import Outcome
 from job.config import Config
 
@@ -12,6 +13,7 @@ HELP = "snapshot the database to the store (consistent copy, zstd, SHA-256, mani
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    options.add_disk(parser)
     parser.add_argument("--reason", default="manual", help="recorded in the manifest (default manual)")
     parser.add_argument(
         "--if-db-exists", action="store_true", help="succeed without a snapshot when there is no database"

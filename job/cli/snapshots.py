@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 
 from job import catalog
 from job.cli import options
@@ -66,10 +64,7 @@ def run(config: Config, args: argparse.Namespace) -> Outcome:
                 print(f"no committed snapshots in {store.url}", flush=True)
         return Outcome({"count": len(rows), "store": store.url})
     if args.action == "verify":
-        with tempfile.TemporaryDirectory(prefix="relayer-job-verify-") as scratch:
-            facts = catalog.verify(
-                store, args.which, download=args.download, deadline=deadline, scratch=Path(scratch)
-            )
+        facts = catalog.verify(store, args.which, download=args.download, deadline=deadline)
         print(f"snapshot {facts['id']} verified", flush=True)
         return Outcome(facts)
     keep_last = _number(args.keep_last, "--keep-last")

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from job import status
+from job.cli import options
 from job.cli.outcome import Outcome
 from job.config import Config
 
@@ -14,6 +15,7 @@ WRITES_STDOUT = True  # the report goes to stdout, so logs go to stderr
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    options.add_disk(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 

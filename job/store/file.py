@@ -14,6 +14,26 @@ from job.errors import StoreError, VerificationFailed
 from job.store.base import ObjectInfo
 
 
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_durable_dirs(directory: Path) -> None:
+    """mkdir -p, with each new folder's entry fsynced in its parent, so a committed snapshot's
+    folder survives a power loss."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        _fsync_dir(folder.parent)
+
+
 class FileStore:
     def __init__(self, root: str) -> None:
         self.root = Path(root)
@@ -31,7 +51,7 @@ class FileStore:
         """Write to a temporary name, fsync, rename into place, fsync the directory."""
         target = self._path(key)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _make_durable_dirs(target.parent)
             fd, name = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
             tmp = Path(name)
             try:
@@ -47,11 +67,7 @@ class FileStore:
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(target.parent)
         except OSError as exc:
             raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
 

@@ -18,6 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     ResponseStreamingError,
@@ -32,7 +33,8 @@ from urllib3.exceptions import ProtocolError
 from job import __version__, retry
 from job.config import S3Options
 from job.deadline import Deadline
-from job.errors import JobError, StoreError, VerificationFailed
+from job.errors import JobError, StoreError, UsageError, VerificationFailed
+from job.progress import Progress
 from job.store.base import ObjectInfo
 
 T = TypeVar("T")
@@ -75,6 +77,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(
         exc,
         BotoConnectionError
+        | HTTPClientError
         | ResponseStreamingError
         | IncompleteReadError
         | ProtocolError
@@ -106,7 +109,13 @@ class S3Store:
             response_checksum_validation=options.checksum_mode,  # type: ignore[arg-type]
             user_agent_extra=f"relayer-job/{__version__}",
         )
-        self.client = boto3.session.Session().client("s3", config=config)
+        try:
+            self.client = boto3.session.Session().client("s3", config=config)
+        except (ValueError, BotoCoreError) as exc:
+            raise UsageError(
+                f"cannot set up the S3 client: {exc}; check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 "
+                "(a full URL such as https://host:port) and AWS_REGION"
+            ) from exc
         self.checksums = options.checksum_mode == "when_supported"
 
     @property
@@ -171,8 +180,19 @@ class S3Store:
         )
 
         def upload() -> None:
+            progress = Progress("snapshot.upload_progress", size)
+            sent = 0
+
+            def callback(count: int) -> None:  # raising here cancels the transfer (and aborts it)
+                nonlocal sent
+                sent += count
+                progress(sent)
+                self.deadline.check("uploading the snapshot")
+
             with source.open("rb") as f:
-                self.client.upload_fileobj(f, self.bucket, self._key(key), ExtraArgs=extra, Config=transfer)
+                self.client.upload_fileobj(
+                    f, self.bucket, self._key(key), ExtraArgs=extra, Config=transfer, Callback=callback
+                )
 
         self._call("upload", key, upload)
         info = self.head(key)
