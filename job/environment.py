@@ -133,3 +133,12 @@ def check_database_location(db_path: Path, *, disk: Path | None, allow_network_f
     if disk is not None:
         require_disk(disk, db_path)
     refuse_network_fs(db_path, allowed=allow_network_fs)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or a new entry in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

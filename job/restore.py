@@ -21,6 +21,7 @@ from job.deadline import Deadline
 from job.environment import (
     check_database_location,
     ensure_directory,
+    fsync_directory,
     require_free_space,
     require_sqlite_version,
 )
@@ -33,14 +34,6 @@ from job.store import Store, open_store
 SIDECARS = ("-journal", "-wal", "-shm")
 SCRATCH_PREFIX = ".relayer-job-restore-"
 RESTORE_MARKER = ".relayer-job-restored"
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _keep_aside(db_path: Path) -> list[str]:
@@ -58,7 +51,7 @@ def _keep_aside(db_path: Path) -> list[str]:
         if path.exists():
             path.replace(f"{db_path}{suffix}{name}")
             kept.append(f"{db_path}{suffix}{name}")
-    _fsync_directory(db_path.parent)
+    fsync_directory(db_path.parent)
     return kept
 
 
@@ -117,7 +110,7 @@ def restore(
         _match_ownership(incoming, db_path)
         moved = _keep_aside(db_path)
         incoming.replace(db_path)
-        _fsync_directory(directory)
+        fsync_directory(directory)
     with database.opened(db_path) as conn:
         database.require_healthy(conn, f"restored database {db_path}")
     log.info("restore.completed", id=manifest.id, db=str(db_path), kept=moved)
@@ -167,5 +160,5 @@ def requested_once(config: Config, store: Store, deadline: Deadline) -> dict[str
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(marker)
-    _fsync_directory(marker.parent)
+    fsync_directory(marker.parent)
     return facts

@@ -10,16 +10,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from job.environment import fsync_directory
 from job.errors import StoreError, VerificationFailed
 from job.store.base import ObjectInfo
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _make_durable_dirs(directory: Path) -> None:
@@ -31,7 +24,7 @@ def _make_durable_dirs(directory: Path) -> None:
         directory = directory.parent
     for folder in reversed(missing):
         folder.mkdir(exist_ok=True)
-        _fsync_dir(folder.parent)
+        fsync_directory(folder.parent)
 
 
 class FileStore:
@@ -67,7 +60,7 @@ class FileStore:
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            _fsync_dir(target.parent)
+            fsync_directory(target.parent)
         except OSError as exc:
             raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
