@@ -54,15 +54,32 @@ def read_manifest(store: Store, snapshot_id: str) -> Manifest:
     return Manifest.from_json(store.get_bytes(key), where=f"{store.url}/{key}")
 
 
-def committed(store: Store) -> Iterator[Manifest]:
-    """Committed snapshots, newest first."""
+def committed(store: Store, *, skip_damaged: bool = False) -> Iterator[Manifest]:
+    """Committed snapshots, newest first; with `skip_damaged`, unreadable manifests are logged
+    (`snapshot.damaged`) and passed over instead of failing (exit 8)."""
     for entry in scan(store):
-        if entry.committed:
+        if not entry.committed:
+            continue
+        try:
             yield read_manifest(store, entry.id)
+        except VerificationFailed as exc:
+            if not skip_damaged:
+                raise
+            get_logger().error("snapshot.damaged", id=entry.id, error=exc.message)
 
 
 def latest(store: Store) -> Manifest | None:
+    """The newest committed snapshot (VerificationFailed if its manifest is unreadable)."""
     return next(committed(store), None)
+
+
+def latest_readable(store: Store) -> tuple[Manifest | None, str | None]:
+    """The newest snapshot whose manifest reads, and the newest id of any snapshot folder. A
+    damaged manifest must not stop the next backup or every later deploy: it is logged loudly
+    and passed over (`snapshots verify` still fails on it)."""
+    entries = scan(store)
+    newest = next(committed(store, skip_damaged=True), None)
+    return newest, entries[0].id if entries else None
 
 
 def resolve(store: Store, which: str) -> Manifest:

@@ -49,7 +49,9 @@ def run(config: Config) -> dict[str, Any]:
     probe(store)
     # A deploy that restores (RESTORE_SNAPSHOT, e.g. a rollback) will migrate that snapshot's data.
     newest = (
-        catalog.resolve(store, config.restore_snapshot) if config.restore_snapshot else catalog.latest(store)
+        catalog.resolve(store, config.restore_snapshot)
+        if config.restore_snapshot
+        else catalog.latest_readable(store)[0]
     )
     with tempfile.TemporaryDirectory(prefix="relayer-job-preflight-") as scratch:
         rehearsal = Path(scratch) / "rehearsal.db"

@@ -179,13 +179,13 @@ def create(db_path: Path, store: Store, *, reason: str, deadline: Deadline) -> d
                 f"cannot write the snapshot's scratch files in {directory}: {exc.strerror or exc}"
             ) from exc
 
-        newest = catalog.latest(store)
+        newest, newest_id = catalog.latest_readable(store)
         if newest is not None and newest.same_content(packed.raw_sha256, migrations):
             log.info("snapshot.unchanged", id=newest.id, raw_sha256=packed.raw_sha256)
             return {"snapshot_id": newest.id, "unchanged": True, "store": store.url}
 
         created = time.gmtime()
-        snapshot_id = new_id(created, packed.raw_sha256, after=newest.id if newest else None)
+        snapshot_id = new_id(created, packed.raw_sha256, after=newest_id)
         mark = time.monotonic()
         uploaded = store.put_file(data_key(snapshot_id), packed_path, sha256=packed.compressed_sha256)
         timings["upload_s"] = time.monotonic() - mark

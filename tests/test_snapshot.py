@@ -244,3 +244,21 @@ def test_ids_sort_in_the_order_taken_even_within_one_second() -> None:
     second = new_id(taken, "0" * 64, after=first)
     assert first == "20231114T221320Z-ffffffff"
     assert second == "20231114T221321Z-00000000" and second > first
+
+
+def test_a_damaged_newest_manifest_does_not_block_the_next_snapshot(cli, tmp_path: Path) -> None:
+    db, store = tmp_path / "relayer.db", tmp_path / "store"
+    build_legacy_001(db, commands=10)
+    first = snap(cli, db, store).finished["snapshot_id"]
+    (store / "snapshots" / first / "manifest.json").write_text("{not json")
+    second = snap(cli, db, store)
+    assert second.rc == 0 and second.finished["unchanged"] is False
+    assert second.event("snapshot.damaged")["id"] == first
+    assert second.finished["snapshot_id"] > first
+    damaged = cli("snapshots", "verify", first, "--store", f"file:{store}")
+    assert damaged.rc == 8 and "not valid JSON" in damaged.error
+    listing = cli("snapshots", "list", "--json", "--store", f"file:{store}")
+    assert listing.rc == 0 and [r["id"] for r in json.loads(listing.stdout)] == [
+        second.finished["snapshot_id"]
+    ]
+    assert listing.event("snapshot.damaged")["id"] == first

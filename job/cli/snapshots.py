@@ -50,7 +50,7 @@ def run(config: Config, args: argparse.Namespace) -> Outcome:
     deadline = Deadline(config.deadline)
     store = open_store(config.store_url, config.s3, deadline)
     if args.action == "list":
-        rows = [catalog.summary(m) for m in catalog.committed(store)]
+        rows = [catalog.summary(m) for m in catalog.committed(store, skip_damaged=True)]
         if args.json:
             print(json.dumps(rows), flush=True)
         else:
