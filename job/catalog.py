@@ -87,7 +87,9 @@ def resolve(store: Store, which: str) -> Manifest:
     if which == "latest":
         found = latest(store)
         if found is None:
-            raise VerificationFailed(f"no committed snapshot in {store.url}")
+            raise UsageError(
+                f"no committed snapshot in {store.url}: check --store / SNAPSHOT_STORE (bucket and prefix)"
+            )
         return found
     if store.head(manifest_key(which)) is None:
         raise UsageError(f"snapshot {which!r} not found in {store.url} (see 'snapshots list')")
@@ -173,6 +175,7 @@ def summary(manifest: Manifest) -> dict[str, Any]:
         "raw_size": manifest.raw_size,
         "reason": manifest.reason,
         "schema_version": manifest.schema_version,
+        "commit": manifest.deploy.get("RENDER_GIT_COMMIT"),
     }
 
 

@@ -50,6 +50,7 @@ class Config:
     s3: S3Options = field(default_factory=S3Options)
     disk_mount_path: Path | None = None
     allow_network_fs: bool = False
+    allow_new_database: bool = False
     restore_snapshot: str | None = None
 
 
@@ -110,7 +111,16 @@ def _choice(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
 
 
 def _text(raw: Any, _: str) -> str:
-    return str(raw)
+    return str(raw).strip()
+
+
+def _flag(raw: Any, source: str) -> bool:
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise UsageError(f"{source}: expected 1/true/yes or 0/false/no, got {raw!r}")
 
 
 def _path(raw: Any, _: str) -> Path:
@@ -204,4 +214,6 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         disk_mount_path=_parse(flags, env, "--disk", "DISK_MOUNT_PATH", None, _path),
         restore_snapshot=_parse(flags, env, "--restore", "RESTORE_SNAPSHOT", None, _text),
         allow_network_fs=bool(flags.get("allow_network_fs")),
+        allow_new_database=bool(flags.get("allow_new_database"))
+        or _parse({}, env, "--allow-new-database", "ALLOW_NEW_DATABASE", False, _flag),
     )

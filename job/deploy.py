@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from job import database, ledger, restore, snapshot
+from job import catalog, database, ledger, restore, snapshot
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_database_location, ensure_directory, require_sqlite_version
-from job.errors import JobError, UsageError, VerificationFailed
-from job.lock import DiskLock, acquire
+from job.errors import DatabaseProblem, JobError, UsageError, VerificationFailed
+from job.lock import RELAYER_HOLDER, DiskLock, acquire
 from job.log import get_logger
 from job.migrate import migrate_connection
 from job.migrations import Migration, discover
@@ -86,13 +86,18 @@ def _under_lock(
         with step("snapshot", durations):
             snapshot_facts = snapshot.create(db_path, store, reason="pre-migrate", deadline=deadline)
     else:
-        log.info(
+        _refuse_silent_empty_start(config, store)
+        log.warning(
             "database.missing",
             path=str(db_path),
-            note="first deploy on this disk: a new database will be created and migrated",
+            note="a new, empty database will be created and migrated",
         )
-    with step("migrate", durations), database.opened(db_path, create=True) as conn:
-        migrated = migrate_connection(conn, migrations, deadline=deadline, allow_drift=allow_drift)
+    try:
+        with step("migrate", durations), database.opened(db_path, create=True) as conn:
+            migrated = migrate_connection(conn, migrations, deadline=deadline, allow_drift=allow_drift)
+    except JobError as exc:
+        exc.facts.setdefault("snapshot_id", snapshot_facts.get("snapshot_id"))
+        raise
     with step("verify", durations), database.opened(db_path) as conn:
         problems = database.quick_check(conn) + database.foreign_key_problems(conn)
         missing = [m.name for m in migrations if m.name not in ledger.read(conn)]
@@ -144,5 +149,19 @@ def gate(config: Config, argv: list[str], *, allow_drift: bool, hold_lock: bool)
         raise UsageError(f"gate: command {argv[0]!r} not found on PATH; nothing was changed")
     facts, lock = run(config, allow_drift=allow_drift, keep_lock=hold_lock)
     if lock is not None:
-        lock.share(holder=f"{' '.join(argv)} (started by gate --hold-lock)")
+        lock.share(holder=f"{' '.join(argv)} ({RELAYER_HOLDER})")
     return {**facts, "exec": argv}
+
+
+def _refuse_silent_empty_start(config: Config, store: Store) -> None:
+    """A missing database while the store holds snapshots is a wrong DATABASE_PATH, an unmounted
+    or replaced disk, or lost data, not a first deploy: never start the relayer empty unasked."""
+    newest, _ = catalog.latest_readable(store)
+    if newest is None or config.allow_new_database:
+        return
+    raise DatabaseProblem(
+        f"database {config.db_path} does not exist, but {store.url} holds snapshots (newest "
+        f"{newest.id}, schema {newest.schema_version}, {newest.reason}, {newest.created_at}); "
+        f"to bring the data back set RESTORE_SNAPSHOT={newest.id} (or an older id from 'snapshots "
+        "list'); to really start empty set ALLOW_NEW_DATABASE=1; else check DATABASE_PATH"
+    )

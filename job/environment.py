@@ -85,10 +85,11 @@ def require_disk(disk: Path, db_path: Path) -> None:
     """Refuse unless `disk` is mounted and holds the database (exit 4, nothing created)."""
     if not is_mount_point(disk):
         raise EnvironmentRefused(
-            f"--disk / DISK_MOUNT_PATH {disk} is not a mounted disk here. On Render this happens in the "
-            "pre-deploy command and in one-off jobs, which run without the service's persistent "
-            "disk: run 'relayer-job preflight' there, and 'relayer-job gate -- <relayer>' as the "
-            "service's start command (dockerCommand), which does see the disk"
+            f"--disk / DISK_MOUNT_PATH {disk} is not a mounted disk here. Render's pre-deploy command "
+            "and one-off jobs run without the service's disk: use 'relayer-job preflight' there, "
+            "'relayer-job gate -- <relayer>' as the start command (dockerCommand), and 'render ssh' "
+            "for manual disk commands. If this is the start command, the disk is not mounted at "
+            "DISK_MOUNT_PATH: check disk.mountPath in render.yaml"
         )
     db_abs = db_path.absolute()
     if disk.absolute() not in db_abs.parents:

@@ -23,6 +23,7 @@ from job.errors import EnvironmentRefused, LockTimeout
 from job.log import get_logger
 
 POLL_SECONDS = 0.1
+RELAYER_HOLDER = "started by gate --hold-lock"
 
 
 @dataclass
@@ -88,6 +89,15 @@ def acquire(path: Path, *, timeout: float, command: str, shared: bool = False) -
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             break
         except BlockingIOError:
+            holder = read_holder(path)
+            if RELAYER_HOLDER in holder:
+                os.close(fd)
+                raise LockTimeout(
+                    f"lock {path} is held by the running relayer ({holder}) for as long as it runs; "
+                    "on Render restore or migrate through a redeploy (RESTORE_SNAPSHOT, see "
+                    "docs/operations.md), or stop the relayer first",
+                    lock_file=str(path),
+                ) from None
             waited = time.monotonic() - started
             if waited >= timeout:
                 os.close(fd)

@@ -88,8 +88,16 @@ def restore(
 ) -> dict[str, Any]:
     """Restore `manifest`'s snapshot to `db_path`. The caller holds the disk lock."""
     log = get_logger()
+    log.info(
+        "restore.selected",
+        id=manifest.id,
+        reason=manifest.reason,
+        created_at=manifest.created_at,
+        schema_version=manifest.schema_version,
+        commit=manifest.deploy.get("RENDER_GIT_COMMIT"),
+    )
     directory = db_path.parent
-    directory.mkdir(parents=True, exist_ok=True)
+    ensure_directory(directory)
     exists = db_path.exists()
     if exists and not replace:
         raise UsageError(
@@ -152,8 +160,14 @@ def requested_once(config: Config, store: Store, deadline: Deadline) -> dict[str
     if marker.exists() and marker.read_text().strip() == request:
         get_logger().info("restore.already_done", request=request, marker=str(marker))
         return None
-    manifest = catalog.resolve(store, request)
-    facts = restore(config.db_path, store, manifest, deadline=deadline, replace=True)
+    try:
+        manifest = catalog.resolve(store, request)
+        facts = restore(config.db_path, store, manifest, deadline=deadline, replace=True)
+    except JobError as exc:
+        exc.message = (
+            f"--restore / RESTORE_SNAPSHOT={request}: {exc.message}; correct or remove it and redeploy"
+        )
+        raise
     tmp = marker.with_name(marker.name + ".tmp")
     with tmp.open("w") as f:
         f.write(request + "\n")

@@ -19,7 +19,7 @@ from job import __version__, catalog, database, ledger
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_database_location, require_free_space
-from job.errors import DatabaseProblem, EnvironmentRefused
+from job.errors import DatabaseProblem, EnvironmentRefused, VerificationFailed
 from job.lock import held
 from job.log import get_logger
 from job.manifest import Manifest, data_key, manifest_key
@@ -132,7 +132,9 @@ def remove_scratch_leftovers(directory: Path) -> None:
         get_logger().info("snapshot.scratch_removed", path=str(leftover))
 
 
-def create(db_path: Path, store: Store, *, reason: str, deadline: Deadline) -> dict[str, Any]:
+def create(
+    db_path: Path, store: Store, *, reason: str, deadline: Deadline, force: bool = False
+) -> dict[str, Any]:
     """Snapshot the database at `db_path` into `store`. The caller holds the disk lock."""
     log = get_logger()
     directory = db_path.parent
@@ -180,9 +182,14 @@ def create(db_path: Path, store: Store, *, reason: str, deadline: Deadline) -> d
             ) from exc
 
         newest, newest_id = catalog.latest_readable(store)
-        if newest is not None and newest.same_content(packed.raw_sha256, migrations):
-            log.info("snapshot.unchanged", id=newest.id, raw_sha256=packed.raw_sha256)
-            return {"snapshot_id": newest.id, "unchanged": True, "store": store.url}
+        if not force and newest is not None and newest.same_content(packed.raw_sha256, migrations):
+            try:
+                catalog.check_present(store, newest)
+            except VerificationFailed as exc:
+                log.error("snapshot.damaged", id=newest.id, error=exc.message, action="uploading anew")
+            else:
+                log.info("snapshot.unchanged", id=newest.id, raw_sha256=packed.raw_sha256)
+                return {"snapshot_id": newest.id, "unchanged": True, "store": store.url}
 
         created = time.gmtime()
         snapshot_id = new_id(created, packed.raw_sha256, after=newest_id)
@@ -233,7 +240,7 @@ def create(db_path: Path, store: Store, *, reason: str, deadline: Deadline) -> d
     return facts
 
 
-def run(config: Config, *, reason: str, if_db_exists: bool) -> dict[str, Any]:
+def run(config: Config, *, reason: str, if_db_exists: bool, force: bool = False) -> dict[str, Any]:
     """`relayer-job snapshot`: under the disk lock, snapshot the database into the configured store."""
     deadline = Deadline(config.deadline)
     check_database_location(
@@ -249,4 +256,4 @@ def run(config: Config, *, reason: str, if_db_exists: bool) -> dict[str, Any]:
             "--db / DATABASE_PATH, or pass --if-db-exists to treat that as success"
         )
     with held(config.lock_file, timeout=config.lock_timeout, command="snapshot", shared=True):
-        return create(config.db_path, store, reason=reason, deadline=deadline)
+        return create(config.db_path, store, reason=reason, deadline=deadline, force=force)

@@ -25,6 +25,12 @@ job() {
 export LOG_FORMAT="${LOG_FORMAT:-console}"
 echo "== snapshots (newest first)"
 job snapshots list
+if [ "$which" = "latest" ]; then
+    # Name the snapshot: after an incident the newest one may be a copy of the broken state.
+    which="$(job snapshots list --json 2>/dev/null | python3 -c 'import json, sys; rows = json.load(sys.stdin); print(rows[0]["id"] if rows else "")')"
+    [ -n "$which" ] || { echo "no committed snapshot in the store: check SNAPSHOT_STORE" >&2; exit 2; }
+    echo "latest is $which"
+fi
 echo "== proving snapshot '$which' (download, SHA-256, integrity_check)"
 job snapshots verify "$which" --download
 if [ "$assume_yes" -ne 1 ]; then

@@ -224,6 +224,7 @@ def test_start_phase_failing_migration_never_starts_the_relayer(service, tmp_pat
     )
     result, _ = gate(service, env={**service["env"], "MIGRATIONS_DIR": str(migrations)})
     assert result.rc == 7 and "005_owner.sql" in result.error
+    assert result.finished["snapshot_id"]  # the way back, in the one line the operator reads
     assert not service["marker"].exists()
     assert dump(service["db"]) == before
 
@@ -250,8 +251,11 @@ def test_gate_hold_lock_makes_manual_disk_commands_wait(service) -> None:
         while not service["marker"].exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert service["marker"].exists()
-        blocked = run("migrate", "--lock-timeout", "0.5", env=service["env"])
+        asked_at = time.monotonic()
+        blocked = run("migrate", "--lock-timeout", "60", env=service["env"])
         assert blocked.rc == 3 and "gate --hold-lock" in blocked.error and str(proc.pid) in blocked.error
+        assert "held by the running relayer" in blocked.error and "RESTORE_SNAPSHOT" in blocked.error
+        assert time.monotonic() - asked_at < 10  # no point waiting for a relayer to finish
         restore = run("restore", "--force", "--lock-timeout", "0.5", env=service["env"])
         assert restore.rc == 3
         # A snapshot only reads: it shares the lock with the running relayer.
@@ -338,3 +342,20 @@ def test_preflight_of_a_rollback_rehearses_on_the_snapshot_it_will_restore(tmp_p
     rollback = run("preflight", env={**old_image, "RESTORE_SNAPSHOT": deployed.finished["snapshot_id"]})
     assert rollback.rc == 0, rollback.stdout
     assert rollback.finished["rehearsed_on"] == deployed.finished["snapshot_id"]
+
+
+def test_missing_database_with_snapshots_in_the_store_is_refused(service) -> None:
+    """A new disk or a wrong DATABASE_PATH must not start the relayer empty without being asked."""
+    service["db"].parent.mkdir(parents=True, exist_ok=True)
+    build_legacy_001(service["db"], commands=30)
+    first, _ = gate(service)
+    assert first.rc == 0
+    service["marker"].unlink()
+    service["db"].unlink()
+    refused, _ = gate(service)
+    newest = first.finished["post_migrate_snapshot_id"]
+    assert refused.rc == 5 and f"RESTORE_SNAPSHOT={newest}" in refused.error
+    assert "ALLOW_NEW_DATABASE=1" in refused.error
+    assert not service["marker"].exists() and not service["db"].exists()
+    allowed, _ = gate(service, env={**service["env"], "ALLOW_NEW_DATABASE": "1"})
+    assert allowed.rc == 0 and allowed.finished["new_database"] is True

@@ -134,7 +134,7 @@ def test_restore_script_proves_then_restores(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert sha(db) == manifest(tmp_path, snapshot_id)["raw_sha256"]
-    assert "verified" in done.stdout and "schema version  1" in done.stdout
+    assert "both SHA-256 values and integrity_check ok" in done.stdout and "schema version  1" in done.stdout
 
 
 def test_deploy_restore_flag_restores_once_then_migrates(cli, tmp_path: Path) -> None:
@@ -165,3 +165,21 @@ def test_restored_file_keeps_the_mode_of_the_database_it_replaces(cli, tmp_path:
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(db.stat().st_mode) == 0o666 & ~umask
+
+
+def test_operator_mistakes_get_messages_that_name_the_setting(cli, tmp_path: Path) -> None:
+    db, store, snapshot_id = setup(cli, tmp_path)
+    empty = cli("restore", "--db", str(db), "--store", f"file:{tmp_path / 'typo'}", "--force")
+    assert empty.rc == 2 and "SNAPSHOT_STORE" in empty.error
+    wrong_id = cli("deploy", "--db", str(db), "--store", store, "--restore", " 20990101T000000Z-00000000 ")
+    assert wrong_id.rc == 2 and "RESTORE_SNAPSHOT=20990101T000000Z-00000000" in wrong_id.error
+    assert "not found" in wrong_id.error
+    picked = cli("restore", "--db", str(db), "--store", store, "--force")
+    assert picked.event("restore.selected")["id"] == snapshot_id
+
+
+def test_status_json_prints_an_object_even_when_it_fails(cli, tmp_path: Path) -> None:
+    bogus = tmp_path / "relayer.db"
+    bogus.write_bytes(b"garbage" * 1000)
+    run = cli("status", "--db", str(bogus), "--json")
+    assert run.rc == 5 and json.loads(run.stdout)["exit_code"] == 5

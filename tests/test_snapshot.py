@@ -262,3 +262,16 @@ def test_a_damaged_newest_manifest_does_not_block_the_next_snapshot(cli, tmp_pat
         second.finished["snapshot_id"]
     ]
     assert listing.event("snapshot.damaged")["id"] == first
+
+
+def test_unchanged_is_only_trusted_when_the_object_is_there(cli, tmp_path: Path) -> None:
+    db, store = tmp_path / "relayer.db", tmp_path / "store"
+    build_legacy_001(db, commands=10)
+    first = snap(cli, db, store).finished["snapshot_id"]
+    (store / "snapshots" / first / "relayer.db.zst").write_bytes(b"truncated")
+    again = snap(cli, db, store)
+    assert again.rc == 0 and again.finished["unchanged"] is False
+    assert again.event("snapshot.damaged")["id"] == first
+    forced = snap(cli, db, store, "--force")
+    assert forced.rc == 0 and forced.finished["unchanged"] is False
+    assert forced.finished["snapshot_id"] > again.finished["snapshot_id"]

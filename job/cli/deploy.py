@@ -20,6 +20,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="restore this snapshot first, once (recorded on the disk) [RESTORE_SNAPSHOT]",
     )
     options.add_allow_drift(parser)
+    parser.add_argument(
+        "--allow-new-database",
+        action="store_true",
+        help="start with a new empty database even though the store holds snapshots [ALLOW_NEW_DATABASE]",
+    )
 
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:

@@ -38,7 +38,10 @@ USES_STORE: set[str] = {"status", "snapshot", "snapshots", "deploy", "gate", "pr
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        hint = ""
+        if "argument COMMAND: invalid choice" in message:
+            hint = " (options go after the subcommand: relayer-job COMMAND --option ...)"
+        raise UsageError(f"{self.prog}: {message}{hint}")
 
 
 def build_parser() -> Parser:
@@ -87,7 +90,8 @@ def _fallback_logging(command: str) -> None:
 def _fail(started: float, exc: JobError, *, traceback: bool) -> int:
     if traceback:
         logging_setup.get_logger().debug("job.failed", error=exc.message, exc_info=True)
-    return _finish(started, "failed", exc.exit_code, error_code=exc.error_code, error=exc.message)
+    facts = {k: v for k, v in exc.facts.items() if k not in ("error", "error_code")}
+    return _finish(started, "failed", exc.exit_code, error_code=exc.error_code, error=exc.message, **facts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,9 @@ import argparse
 def common() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     group = parser.add_argument_group("database and run")
-    group.add_argument("--db", metavar="PATH", help="database file [DATABASE_PATH, DATABASE_URL]")
+    group.add_argument(
+        "--db", metavar="PATH", help="database file [DATABASE_PATH, DATABASE_URL] (default ./data/relayer.db)"
+    )
     group.add_argument("--migrations", metavar="DIR", help="migration files [MIGRATIONS_DIR]")
     group.add_argument("--lock-file", metavar="PATH", help="disk lock file [JOB_LOCK_FILE]")
     group.add_argument("--lock-timeout", metavar="S", help="seconds to wait for the lock [JOB_LOCK_TIMEOUT]")

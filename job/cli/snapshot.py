@@ -13,6 +13,11 @@ HELP = "snapshot the database to the store (consistent copy, zstd, SHA-256, mani
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="upload even if the newest snapshot has the same content (e.g. its object is damaged)",
+    )
     options.add_disk(parser)
     parser.add_argument("--reason", default="manual", help="recorded in the manifest (default manual)")
     parser.add_argument(
@@ -21,4 +26,4 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:
-    return Outcome(snapshot.run(config, reason=args.reason, if_db_exists=args.if_db_exists))
+    return Outcome(snapshot.run(config, reason=args.reason, if_db_exists=args.if_db_exists, force=args.force))

@@ -23,9 +23,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     listing = actions.add_parser("list", help="committed snapshots, newest first", parents=shared)
     listing.add_argument("--json", action="store_true", help="print a JSON array on stdout")
     verify = actions.add_parser(
-        "verify", help="check a snapshot (with --download: a restore drill)", parents=shared
+        "verify",
+        help="check a snapshot (with --download: a restore drill)",
+        description="Check that a snapshot's manifest and data object are present with the right "
+        "size; with --download, also download it, check both SHA-256 values, decompress it and run "
+        "integrity_check in a temporary directory (touches nothing live). Mismatch: exit 8.",
+        parents=shared,
     )
-    verify.add_argument("which", nargs="?", default="latest", metavar="ID|latest")
+    verify.add_argument(
+        "which", nargs="?", default="latest", metavar="ID|latest", help="default latest, the newest"
+    )
     verify.add_argument(
         "--download",
         action="store_true",
@@ -57,7 +64,8 @@ def run(config: Config, args: argparse.Namespace) -> Outcome:
             for row in rows:
                 print(
                     f"{row['id']}  {row['created_at']}  {row['size']:>12} B  "
-                    f"schema {row['schema_version']}  {row['reason']}",
+                    f"schema {row['schema_version']}  {row['reason']}"
+                    + (f"  commit {row['commit'][:12]}" if row["commit"] else ""),
                     flush=True,
                 )
             if not rows:
@@ -65,7 +73,12 @@ def run(config: Config, args: argparse.Namespace) -> Outcome:
         return Outcome({"count": len(rows), "store": store.url})
     if args.action == "verify":
         facts = catalog.verify(store, args.which, download=args.download, deadline=deadline)
-        print(f"snapshot {facts['id']} verified", flush=True)
+        checked = (
+            "downloaded, both SHA-256 values and integrity_check ok"
+            if args.download
+            else "present and the size matches; content not checked (add --download)"
+        )
+        print(f"snapshot {facts['id']}: {checked}", flush=True)
         return Outcome(facts)
     keep_last = _number(args.keep_last, "--keep-last")
     if keep_last is None or keep_last != int(keep_last):

@@ -18,6 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    EndpointConnectionError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
@@ -151,8 +152,14 @@ class S3Store:
             )
         if isinstance(exc, SSLError):
             return StoreError(
-                f"{operation} {where}: TLS verification of the endpoint failed ({exc}); point "
-                "AWS_CA_BUNDLE at the CA that signed its certificate"
+                f"{operation} {where}: TLS to the endpoint failed ({exc}); check that "
+                "AWS_ENDPOINT_URL_S3 uses the right scheme and port (http:// vs https://), and for a "
+                "private CA point AWS_CA_BUNDLE at it"
+            )
+        if isinstance(exc, EndpointConnectionError):
+            return StoreError(
+                f"{operation} {where}: cannot connect to {exc.kwargs.get('endpoint_url')} after retries; "
+                "check AWS_ENDPOINT_URL_S3 / AWS_REGION and that the store is reachable"
             )
         return StoreError(f"{operation} {where} failed after retries: {type(exc).__name__}: {exc}")
 
