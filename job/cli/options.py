@@ -63,3 +63,13 @@ def add_allow_drift(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="migrate even if the live schema differs from the migrations' (exit 5 otherwise)",
     )
+
+
+def add_snapshot_choice(parser: argparse.ArgumentParser, purpose: str) -> None:
+    parser.add_argument(
+        "which",
+        nargs="?",
+        default="latest",
+        metavar="ID|latest",
+        help=f"the snapshot to {purpose} (see 'snapshots list'); default latest, the newest one",
+    )

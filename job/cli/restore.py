@@ -13,13 +13,7 @@ HELP = "replace the database with a verified snapshot (the current one is snapsh
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "which",
-        nargs="?",
-        default="latest",
-        metavar="ID|latest",
-        help="the snapshot to restore (see 'snapshots list'); default latest, the newest one",
-    )
+    options.add_snapshot_choice(parser, "restore")
     parser.add_argument(
         "--force", action="store_true", help="replace an existing database (it is kept on the disk)"
     )

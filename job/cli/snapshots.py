@@ -30,9 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "integrity_check in a temporary directory (touches nothing live). Mismatch: exit 8.",
         parents=shared,
     )
-    verify.add_argument(
-        "which", nargs="?", default="latest", metavar="ID|latest", help="default latest, the newest"
-    )
+    options.add_snapshot_choice(verify, "verify")
     verify.add_argument(
         "--download",
         action="store_true",
