@@ -56,8 +56,11 @@ def run(config: Config) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="relayer-job-preflight-") as scratch:
         rehearsal = Path(scratch) / "rehearsal.db"
         if newest is None:
-            log.info(
-                "rehearsal.empty", note="no snapshot yet (first deploy): rehearsing on an empty database"
+            log.warning(
+                "rehearsal.empty",
+                store=store.url,
+                note="no snapshot in the store: rehearsing on an empty database. Right for a first "
+                "deploy; if this service already has data, SNAPSHOT_STORE (bucket or prefix) is wrong",
             )
         else:
             catalog.fetch(store, newest, rehearsal, deadline=deadline)
