@@ -161,7 +161,7 @@ def test_deadline_interrupts_a_running_migration_and_rolls_it_back(db_path: Path
     assert first.rc == 0
     started = time.monotonic()
     result = finish(
-        start("migrate", "--db", str(db_path), "--migrations", str(migrations), "--deadline", "2.5")
+        start("migrate", "--db", str(db_path), "--migrations", str(migrations), "--deadline", "4")
     )
     assert result.rc == 9 and "005_slow.sql" in result.error and "rolled back" in result.error
     assert time.monotonic() - started < 10
