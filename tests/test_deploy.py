@@ -359,3 +359,14 @@ def test_missing_database_with_snapshots_in_the_store_is_refused(service) -> Non
     assert not service["marker"].exists() and not service["db"].exists()
     allowed, _ = gate(service, env={**service["env"], "ALLOW_NEW_DATABASE": "1"})
     assert allowed.rc == 0 and allowed.finished["new_database"] is True
+
+
+def test_database_outside_the_disk_is_refused(disk: Path, tmp_path: Path) -> None:
+    env = base_env(
+        DATABASE_PATH=str(tmp_path / "elsewhere" / "relayer.db"),
+        DISK_MOUNT_PATH=str(disk),
+        SNAPSHOT_STORE=f"file:{tmp_path / 'store'}",
+    )
+    result = run("deploy", env=env)
+    assert result.rc == 4 and "is not under" in result.error and "DATABASE_PATH" in result.error
+    assert not (tmp_path / "elsewhere").exists()

@@ -255,3 +255,15 @@ def test_failed_multipart_upload_is_aborted_leaving_no_parts(s3_server, bucket, 
     assert proxy.count("DELETE", r"relayer\.db\.zst$", "uploadId") >= 1  # AbortMultipartUpload
     assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert manifests(s3_server, bucket) == []
+
+
+def test_server_side_encryption_and_storage_class_are_sent(s3_server, bucket, db, tmp_path) -> None:
+    env = env_for(s3_server, bucket, S3_SSE="AES256", S3_STORAGE_CLASS="STANDARD")
+    run = run_cli("snapshot", "--db", str(db), env=env)
+    assert run.rc == 0, run.stdout + run.stderr
+    [manifest] = manifests(s3_server, bucket)
+    head = s3_server.client().head_object(
+        Bucket=bucket, Key=f"relayer/snapshots/{manifest['id']}/relayer.db.zst"
+    )
+    assert head.get("ServerSideEncryption") == "AES256"
+    assert_intact(s3_server, bucket, manifest, tmp_path)

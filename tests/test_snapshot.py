@@ -275,3 +275,49 @@ def test_unchanged_is_only_trusted_when_the_object_is_there(cli, tmp_path: Path)
     forced = snap(cli, db, store, "--force")
     assert forced.rc == 0 and forced.finished["unchanged"] is False
     assert forced.finished["snapshot_id"] > again.finished["snapshot_id"]
+
+
+def test_too_little_free_space_is_refused_before_copying(cli, tmp_path: Path) -> None:
+    import subprocess as sp
+
+    point = tmp_path / "small-disk"
+    point.mkdir()
+    if sp.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(point)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        db = point / "relayer.db"
+        build_legacy_001(db, commands=1500)
+        run = snap(cli, db, tmp_path / "store")
+        assert run.rc == 4 and "not enough free space" in run.error and str(point) in run.error
+        assert not list(point.glob(".relayer-job-snapshot-*"))
+    finally:
+        sp.run(["umount", str(point)], check=False)
+
+
+def test_prune_keep_days_keeps_recent_snapshots(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from job import catalog
+    from job.config import S3Options
+    from job.deadline import Deadline
+    from job.store import open_store
+    from tests.conftest import run_cli
+
+    db, store_dir = tmp_path / "relayer.db", tmp_path / "store"
+    build_legacy_001(db, commands=10)
+    ids = []
+    for i in range(3):
+        conn = sqlite3.connect(db)
+        conn.execute("UPDATE commands SET summary = ?", (f"v{i}",))
+        conn.commit()
+        conn.close()
+        ids.append(snap(run_cli, db, store_dir).finished["snapshot_id"])
+    store = open_store(f"file:{store_dir}", S3Options(), Deadline(60))
+    soon = catalog.prune(
+        store, keep_last=1, keep_days=2, apply=False, now=datetime.now(UTC) + timedelta(days=1)
+    )
+    assert soon["delete"] == [] and soon["keep"] == ids[::-1]
+    later = catalog.prune(
+        store, keep_last=1, keep_days=2, apply=False, now=datetime.now(UTC) + timedelta(days=3)
+    )
+    assert later["keep"] == [ids[2]] and later["delete"] == ids[1::-1]
