@@ -7,6 +7,7 @@ This is the only place that knows about argv and exit codes. Every run ends with
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import sqlite3
@@ -71,7 +72,7 @@ def build_parser() -> Parser:
 
 def _finish(started: float, outcome: str, exit_code: int, **facts: Any) -> int:
     logging_setup.get_logger().log(
-        20 if exit_code == 0 else 40,
+        logging.INFO if exit_code == 0 else logging.ERROR,
         "job.finished",
         outcome=outcome,
         exit_code=exit_code,
