@@ -54,10 +54,13 @@ def read_manifest(store: Store, snapshot_id: str) -> Manifest:
     return Manifest.from_json(store.get_bytes(key), where=f"{store.url}/{key}")
 
 
-def committed(store: Store, *, skip_damaged: bool = False) -> Iterator[Manifest]:
-    """Committed snapshots, newest first; with `skip_damaged`, unreadable manifests are logged
-    (`snapshot.damaged`) and passed over instead of failing (exit 8)."""
-    for entry in scan(store):
+def committed(
+    store: Store, *, skip_damaged: bool = False, entries: list[Entry] | None = None
+) -> Iterator[Manifest]:
+    """Committed snapshots, newest first (from `entries` when the caller already scanned); with
+    `skip_damaged`, unreadable manifests are logged (`snapshot.damaged`) and passed over instead
+    of failing (exit 8)."""
+    for entry in scan(store) if entries is None else entries:
         if not entry.committed:
             continue
         try:
@@ -78,7 +81,7 @@ def latest_readable(store: Store) -> tuple[Manifest | None, str | None]:
     damaged manifest must not stop the next backup or every later deploy: it is logged loudly
     and passed over (`snapshots verify` still fails on it)."""
     entries = scan(store)
-    newest = next(committed(store, skip_damaged=True), None)
+    newest = next(committed(store, skip_damaged=True, entries=entries), None)
     return newest, entries[0].id if entries else None
 
 

@@ -148,10 +148,11 @@ def create(
     ):
         try:
             with database.opened(db_path) as live:
-                size = database.info(live).size
+                live_info = database.info(live)
+                size = live_info.size
                 require_free_space(directory, size + size // 4 + FREE_SPACE_MARGIN, what="the snapshot")
                 page_progress = Progress("snapshot.copy_progress", size)
-                page_size = database.info(live).page_size
+                page_size = live_info.page_size
                 details = database.copy_consistent(
                     live,
                     copy,

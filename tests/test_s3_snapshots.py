@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import base_env, cli_argv, run_cli
 from tests.support.dbtools import decompress, integrity
 from tests.support.legacy import REPO, build_legacy_001
+from tests.test_snapshot import snapshot_versions
 
 
 def env_for(server, bucket: str, endpoint: str | None = None, **extra: str) -> dict[str, str]:
@@ -40,13 +41,6 @@ def assert_intact(server, bucket: str, manifest: dict[str, object], tmp_path: Pa
     assert integrity(restored) == "ok"
     packed.unlink()
     restored.unlink()
-
-
-def change(db: Path, value: str) -> None:
-    conn = sqlite3.connect(db)
-    conn.execute("UPDATE commands SET summary = ?", (value,))
-    conn.commit()
-    conn.close()
 
 
 @pytest.fixture
@@ -208,10 +202,9 @@ def test_prune_on_s3_removes_leftovers_and_aborts_stale_uploads(s3_server, bucke
     from job.store import open_store
 
     env = env_for(s3_server, bucket)
-    ids = []
-    for i in range(3):
-        change(db, f"v{i}")
-        ids.append(run_cli("snapshot", "--db", str(db), env=env).finished["snapshot_id"])
+    ids = snapshot_versions(
+        db, 3, lambda: run_cli("snapshot", "--db", str(db), env=env).finished["snapshot_id"]
+    )
     client = s3_server.client()
     client.put_object(
         Bucket=bucket, Key="relayer/snapshots/20200101T000000Z-0badf00d/relayer.db.zst", Body=b"x"

@@ -30,6 +30,19 @@ def snap(cli, db: Path, store: Path, *args: str, env: dict[str, str] | None = No
     return cli("snapshot", "--db", str(db), "--store", f"file:{store}", *args, env=env)
 
 
+def snapshot_versions(db: Path, count: int, take, pause: float = 0.0) -> list[str]:
+    """Change the database `count` times, taking a snapshot (`take()` -> id) after each change."""
+    ids = []
+    for i in range(count):
+        conn = sqlite3.connect(db)
+        conn.execute("UPDATE commands SET summary = ?", (f"v{i}",))
+        conn.commit()
+        conn.close()
+        ids.append(take())
+        time.sleep(pause)
+    return ids
+
+
 def only_snapshot(store: Path) -> tuple[dict[str, object], Path]:
     [folder] = sorted((store / "snapshots").iterdir())
     return json.loads((folder / "manifest.json").read_text()), folder / "relayer.db.zst"
@@ -209,14 +222,7 @@ def test_list_verify_and_detect_a_damaged_snapshot(cli, tmp_path: Path) -> None:
 def test_uncommitted_snapshot_is_invisible_and_pruned_after_an_hour(cli, tmp_path: Path) -> None:
     db, store = tmp_path / "relayer.db", tmp_path / "store"
     build_legacy_001(db, commands=10)
-    ids = []
-    for i in range(3):
-        conn = sqlite3.connect(db)
-        conn.execute("UPDATE commands SET summary = ?", (f"v{i}",))
-        conn.commit()
-        conn.close()
-        ids.append(snap(cli, db, store).finished["snapshot_id"])
-        time.sleep(1.01)
+    ids = snapshot_versions(db, 3, lambda: snap(cli, db, store).finished["snapshot_id"], pause=1.01)
     orphan = store / "snapshots" / "20200101T000000Z-deadbeef"
     orphan.mkdir()
     (orphan / "relayer.db.zst").write_bytes(b"half")
@@ -305,13 +311,7 @@ def test_prune_keep_days_keeps_recent_snapshots(tmp_path: Path) -> None:
 
     db, store_dir = tmp_path / "relayer.db", tmp_path / "store"
     build_legacy_001(db, commands=10)
-    ids = []
-    for i in range(3):
-        conn = sqlite3.connect(db)
-        conn.execute("UPDATE commands SET summary = ?", (f"v{i}",))
-        conn.commit()
-        conn.close()
-        ids.append(snap(run_cli, db, store_dir).finished["snapshot_id"])
+    ids = snapshot_versions(db, 3, lambda: snap(run_cli, db, store_dir).finished["snapshot_id"])
     store = open_store(f"file:{store_dir}", S3Options(), Deadline(60))
     soon = catalog.prune(
         store, keep_last=1, keep_days=2, apply=False, now=datetime.now(UTC) + timedelta(days=1)
