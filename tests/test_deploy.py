@@ -370,3 +370,15 @@ def test_database_outside_the_disk_is_refused(disk: Path, tmp_path: Path) -> Non
     result = run("deploy", env=env)
     assert result.rc == 4 and "is not under" in result.error and "DATABASE_PATH" in result.error
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_gate_reports_a_command_that_cannot_be_executed(service, tmp_path: Path) -> None:
+    broken = tmp_path / "not-a-program"
+    broken.write_bytes(b"\x7fELF but not really")
+    broken.chmod(0o755)
+    result = run("gate", "--", str(broken), env=service["env"])
+    assert result.rc == 2
+    failed = result.event("gate.exec_failed")
+    assert (
+        str(broken) in failed["error"] and result.finished["outcome"] == "ok"
+    )  # the deploy itself succeeded
