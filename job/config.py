@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from job import dburl
 from job.errors import UsageError
 
 T = TypeVar("T")
@@ -52,6 +53,7 @@ class Config:
     allow_network_fs: bool = False
     allow_new_database: bool = False
     restore_snapshot: str | None = None
+    allow_drift: bool = False
 
 
 def _pick(flags: Mapping[str, Any], env: Mapping[str, str], flag: str, var: str) -> tuple[Any, str] | None:
@@ -127,26 +129,17 @@ def _path(raw: Any, _: str) -> Path:
     return Path(str(raw)).expanduser()
 
 
-def db_path_from_url(url: str) -> str:
-    """The relayer's DATABASE_URL rule: strip 'sqlite://' or 'sqlite:' and any '?options'."""
-    for prefix in ("sqlite://", "sqlite:"):
-        if url.startswith(prefix):
-            url = url[len(prefix) :]
-            break
-    return url.split("?", 1)[0]
-
-
 def _db_path(flags: Mapping[str, Any], env: Mapping[str, str]) -> Path:
     picked = _pick(flags, env, "--db", "DATABASE_PATH")
-    if picked is None:
-        url = env.get("DATABASE_URL", "")
-        picked = (db_path_from_url(url), "DATABASE_URL") if url else (DEFAULT_DB, "default")
-    raw, source = picked
-    if not str(raw).strip():
-        raise UsageError(f"{source}: the database path is empty")
-    path = Path(str(raw)).expanduser()
+    if picked is not None:
+        path = dburl.from_name(str(picked[0]), picked[1])
+        source = picked[1]
+    elif env.get("DATABASE_URL", ""):
+        path, source = dburl.from_url(env["DATABASE_URL"]), "DATABASE_URL"
+    else:
+        path, source = Path(DEFAULT_DB), "default"
     if path.is_dir():
-        raise UsageError(f"{source}: {raw!r} is a directory; give the path of the database file")
+        raise UsageError(f"{source}: {str(path)!r} is a directory; give the path of the database file")
     return path
 
 
@@ -216,4 +209,6 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         allow_network_fs=bool(flags.get("allow_network_fs")),
         allow_new_database=bool(flags.get("allow_new_database"))
         or _parse({}, env, "--allow-new-database", "ALLOW_NEW_DATABASE", False, _flag),
+        allow_drift=bool(flags.get("allow_drift"))
+        or _parse({}, env, "--allow-drift", "ALLOW_DRIFT", False, _flag),
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from job.deadline import Deadline
-from job.errors import DatabaseProblem, sqlite_cause
+from job.errors import DatabaseProblem, LockTimeout, sqlite_cause
 
 BUSY_TIMEOUT_MS = 10_000
 COPY_STEP_PAGES = 4096
@@ -29,7 +29,7 @@ def connect(target: Path | str, *, create: bool = False) -> sqlite3.Connection:
     """Open a connection with explicit transactions, foreign keys ON (as the relayer) and a busy
     timeout. Without `create`, a missing file is an error instead of a new empty database."""
     mode = "rwc" if create else "rw"
-    uri = target == ":memory:" or str(target).startswith("file:")
+    uri = isinstance(target, str) and (target == ":memory:" or target.startswith("file:"))
     path = str(target) if uri else f"file:{_quote(Path(target))}?mode={mode}"
     kwargs: dict[str, Any] = {"uri": True, "check_same_thread": False}
     if sys.version_info >= (3, 12):
@@ -60,6 +60,32 @@ def opened(target: Path | str, *, create: bool = False) -> Iterator[sqlite3.Conn
         yield conn
     finally:
         conn.close()
+
+
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    """Start a write transaction now (not at the first write, where a busy database fails at once
+    whatever the busy timeout); a database locked by another process is exit 3."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise LockTimeout(
+                f"the database is locked by another process ({exc}); is the relayer running? "
+                "stop it, or let 'gate' run the job before it starts"
+            ) from exc
+        raise
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back if anything in the block fails."""
+    begin_immediate(conn)
+    try:
+        yield
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 @dataclass(frozen=True)

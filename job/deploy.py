@@ -34,9 +34,7 @@ def step(name: str, durations: dict[str, float]) -> Iterator[None]:
     get_logger().info("deploy.step_finished", step=name, duration_s=durations[name])
 
 
-def run(
-    config: Config, *, allow_drift: bool = False, keep_lock: bool = False
-) -> tuple[dict[str, Any], DiskLock | None]:
+def run(config: Config, *, keep_lock: bool = False) -> tuple[dict[str, Any], DiskLock | None]:
     """Run the deploy sequence; the facts for the summary, and the still-held lock if `keep_lock`."""
     log = get_logger()
     deadline = Deadline(config.deadline)
@@ -53,7 +51,7 @@ def run(
         ensure_directory(db_path.parent)
         lock = acquire(config.lock_file, timeout=config.lock_timeout, command="deploy")
     try:
-        facts = _under_lock(config, store, migrations, deadline, durations, allow_drift)
+        facts = _under_lock(config, store, migrations, deadline, durations)
     except BaseException:
         lock.release()
         raise
@@ -70,7 +68,6 @@ def _under_lock(
     migrations: list[Migration],
     deadline: Deadline,
     durations: dict[str, float],
-    allow_drift: bool,
 ) -> dict[str, Any]:
     log = get_logger()
     db_path = config.db_path
@@ -94,7 +91,7 @@ def _under_lock(
         )
     try:
         with step("migrate", durations), database.opened(db_path, create=True) as conn:
-            migrated = migrate_connection(conn, migrations, deadline=deadline, allow_drift=allow_drift)
+            migrated = migrate_connection(conn, migrations, deadline=deadline, allow_drift=config.allow_drift)
     except JobError as exc:
         exc.facts.setdefault("snapshot_id", snapshot_facts.get("snapshot_id"))
         raise
@@ -112,7 +109,7 @@ def _under_lock(
                 snapshot_id=snapshot_facts.get("snapshot_id"),
             )
     post_snapshot = None
-    if migrated["applied"] or migrated["adopted"]:
+    if migrated["applied"] or migrated["adopted"] or migrated["checksums_recorded"]:
         post_snapshot = _post_migrate_snapshot(db_path, store, deadline, durations)
     return {
         "db": str(db_path),
@@ -140,14 +137,14 @@ def _post_migrate_snapshot(
     return str(facts["snapshot_id"])
 
 
-def gate(config: Config, argv: list[str], *, allow_drift: bool, hold_lock: bool) -> dict[str, Any]:
+def gate(config: Config, argv: list[str], *, hold_lock: bool) -> dict[str, Any]:
     """`gate`: check that COMMAND can be started, deploy, and with `hold_lock` leave a shared lock
     for COMMAND to inherit; the caller then execs COMMAND (only after a success)."""
     if not argv:
         raise UsageError("gate: give the command to start after a successful deploy: gate -- relayer")
     if shutil.which(argv[0]) is None:
         raise UsageError(f"gate: command {argv[0]!r} not found on PATH; nothing was changed")
-    facts, lock = run(config, allow_drift=allow_drift, keep_lock=hold_lock)
+    facts, lock = run(config, keep_lock=hold_lock)
     if lock is not None:
         lock.share(holder=f"{' '.join(argv)} ({RELAYER_HOLDER})")
     return {**facts, "exec": argv}

@@ -75,3 +75,11 @@ def record(conn: sqlite3.Connection, entry: Entry) -> None:
         f"INSERT INTO {TABLE} (name, checksum, applied_at, duration_ms, applied_by) VALUES (?, ?, ?, ?, ?)",
         (entry.name, entry.checksum, entry.applied_at, entry.duration_ms, entry.applied_by),
     )
+
+
+def record_checksum(conn: sqlite3.Connection, name: str, checksum: str, *, applied_by: str) -> None:
+    """Give a row the relayer wrote (name only) this job's checksum, so later edits are caught."""
+    conn.execute(
+        f"UPDATE {TABLE} SET checksum = ?, applied_by = ? WHERE name = ? AND checksum IS NULL",
+        (checksum, applied_by, name),
+    )

@@ -11,19 +11,18 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from job import __version__, database, ledger
+from job import __version__, acceptance, database, ledger
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_database_location, ensure_directory, require_sqlite_version
 from job.errors import (
     DatabaseProblem,
     DeadlineExceeded,
-    LockTimeout,
     MigrationFailed,
     VerificationFailed,
     sqlite_cause,
@@ -31,61 +30,35 @@ from job.errors import (
 from job.lock import held
 from job.log import get_logger
 from job.migrations import Migration, discover, line_ending_variants
+from job.replay import Replay, version_label
 from job.schema import Schema, describe, differences, summarise
 
 APPLIED_BY = f"relayer-job {__version__}"
-
-
-class Replay:
-    """The schema after each prefix of the migrations, replayed on an empty in-memory database,
-    lazily: schema(k) is the schema once the first k files are applied, None if one of them fails
-    even on an empty database. Lazy, so that checking a database replays only what it needs."""
-
-    def __init__(self, migrations: Sequence[Migration], deadline: Deadline | None = None) -> None:
-        self.migrations = migrations
-        self.deadline = deadline
-        self.conn = database.connect(":memory:")
-        self.conn.execute("PRAGMA foreign_keys = OFF")  # as the runner applies them
-        if deadline is not None:
-            self.conn.set_progress_handler(lambda: int(deadline.expired()), 10_000)
-        self.schemas: list[Schema] = [describe(self.conn)]
-        self.broken = False
-
-    def schema(self, count: int) -> Schema | None:
-        while len(self.schemas) <= count and not self.broken:
-            try:
-                for statement in self.migrations[len(self.schemas) - 1].statements:
-                    self.conn.execute(statement.sql)
-            except sqlite3.Error as exc:
-                if self.deadline is not None and self.deadline.expired():
-                    raise DeadlineExceeded("deadline exceeded while replaying the migrations") from exc
-                self.broken = True
-                break
-            self.schemas.append(describe(self.conn))
-        return self.schemas[count] if count < len(self.schemas) else None
-
-    def replayable(self) -> list[Schema]:
-        """Every prefix schema that replays."""
-        self.schema(len(self.migrations))
-        return self.schemas
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def version_label(migrations: Sequence[Migration], count: int) -> str:
-    return migrations[count - 1].name if count else "empty (no migration applied)"
+REMEDY = (
+    "if a migration died half-way (the relayer's own runner is not atomic), restore the snapshot "
+    "taken before it ('relayer-job snapshots list'); if the difference is known and harmless, accept "
+    "it once with 'relayer-job schema accept --reason TEXT'; --allow-drift / ALLOW_DRIFT=1 "
+    "overrides the check for one run"
+)
 
 
 @dataclass
 class Assessment:
-    """Where the database stands relative to the migration files."""
+    """Where the database stands relative to the migration files. `problem` is set (and raised by
+    `require`) when the job must not go on."""
 
     migrations: list[Migration]
     replay: Replay
-    applied: int  # the schema equals the first `applied` files
-    adopt: list[Migration] = field(default_factory=list)  # applied but missing from the ledger
-    drift: dict[str, list[str]] = field(default_factory=dict)
+    live: Schema
+    applied: int  # the schema is that of the first `applied` files (plus any drift)
+    adopt: list[Migration] = field(default_factory=list)  # in the schema; no ledger at all
+    backfill: list[Migration] = field(default_factory=list)  # recorded without checksum; schema matched
+    unrecorded: list[Migration] = field(default_factory=list)  # ran, but missing from the ledger
+    drift: dict[str, list[str]] = field(default_factory=dict)  # live vs. replay of `applied`
+    accepted_by: list[acceptance.Acceptance] = field(default_factory=list)  # covering the drift
+    acceptances: list[acceptance.Acceptance] = field(default_factory=list)  # all recorded ones
+    problem: DatabaseProblem | None = None
+    overridable: bool = False  # --allow-drift may override `problem` (plain drift only)
 
     @property
     def pending(self) -> list[Migration]:
@@ -95,6 +68,14 @@ class Assessment:
     def schema_version(self) -> int:
         return self.migrations[self.applied - 1].number if self.applied else 0
 
+    @property
+    def expected(self) -> Schema | None:
+        return self.replay.schema(self.applied)
+
+    def require(self, allow_drift: bool) -> None:
+        if self.problem is not None and not (allow_drift and self.overridable):
+            raise self.problem
+
 
 def _check_ledger_against_files(entries: dict[str, ledger.Entry], migrations: list[Migration]) -> None:
     by_name = {m.name: m for m in migrations}
@@ -103,7 +84,7 @@ def _check_ledger_against_files(entries: dict[str, ledger.Entry], migrations: li
         raise DatabaseProblem(
             f"the database is newer than this job: it records {', '.join(unknown)}, which is not "
             "in the migrations directory; deploy a job version that has it (or check "
-            "MIGRATIONS_DIR)"
+            "MIGRATIONS_DIR; if the relayer added a migration, copy it into migrations/)"
         )
     for name, entry in entries.items():
         migration = by_name[name]
@@ -121,102 +102,154 @@ def _check_ledger_against_files(entries: dict[str, ledger.Entry], migrations: li
         )
 
 
+def _size(diff: dict[str, list[str]]) -> int:
+    return sum(map(len, diff.values()))
+
+
 def assess(
-    conn: sqlite3.Connection,
-    migrations: list[Migration],
-    *,
-    allow_drift: bool = False,
-    deadline: Deadline | None = None,
+    conn: sqlite3.Connection, migrations: list[Migration], *, deadline: Deadline | None = None
 ) -> Assessment:
-    """Compare the live database with the migrations, or raise DatabaseProblem (exit 5)."""
+    """Compare the live database with the migrations (and the accepted differences). Ledger rows
+    that name unknown files or disagree with a file's checksum raise DatabaseProblem (exit 5); every
+    other problem is returned in `problem`, so that `status` can show the whole picture."""
     entries = ledger.read(conn)
     _check_ledger_against_files(entries, migrations)
     live = describe(conn)
     replay = Replay(migrations, deadline)
+    accepted = acceptance.load(conn)
     names = [m.name for m in migrations]
     recorded = next((k for k in range(len(names), -1, -1) if set(names[:k]) == set(entries)), None)
 
-    if recorded is not None and replay.schema(recorded) == live:
-        return Assessment(migrations, replay, recorded)
+    def assessment(applied: int, **facts: Any) -> Assessment:
+        return Assessment(migrations, replay, live, applied, acceptances=accepted, **facts)
 
-    # The ledger does not describe the schema: adopt a prefix the schema provably equals.
+    backfill = [m for m in migrations[: recorded or 0] if entries[m.name].checksum is None]
+    if recorded is not None and replay.schema(recorded) == live:
+        return assessment(recorded, backfill=backfill)
+
+    # Files whose changes are all in the schema but that the ledger does not record.
     floor = max((names.index(n) + 1 for n in entries), default=0)
     for k in range(floor, len(migrations) + 1):
         candidate = replay.schema(k)
         if candidate is None:
             break
-        if candidate == live:
-            adopt = [m for m in migrations[:k] if m.name not in entries]
-            return Assessment(migrations, replay, k, adopt=adopt)
+        if candidate != live:
+            continue
+        missing = [m for m in migrations[:k] if m.name not in entries]
+        if not ledger.exists(conn):
+            # Never run by the relayer's runner, which creates the ledger before anything else:
+            # a schema built by hand, adopted when it equals a whole prefix of the migrations.
+            return assessment(k, adopt=missing)
+        listed = ", ".join(m.name for m in missing)
+        return assessment(
+            k,
+            unrecorded=missing,
+            problem=DatabaseProblem(
+                f"{listed} ran but {'is' if len(missing) == 1 else 'are'} not recorded in "
+                f"{ledger.TABLE}: the schema equals {version_label(migrations, k)}'s, the ledger "
+                f"says {_ledger_label(migrations, recorded)} (the relayer's runner died after running "
+                "the file and before recording it, or before the file's last statements); the schema "
+                "cannot prove that data changes in it ran. Restore the snapshot taken before that "
+                "start ('relayer-job snapshots list'), or if the file ran to its end, record it once "
+                "with 'relayer-job schema accept --reason TEXT'",
+                unrecorded=[m.name for m in missing],
+            ),
+        )
 
     schemas = replay.replayable()
-    nearest = min(range(len(schemas)), key=lambda k: sum(map(len, differences(live, schemas[k]).values())))
-    recorded_schema = replay.schema(recorded) if recorded is not None else None
-    if recorded is not None and recorded_schema is not None:
-        drift = differences(live, recorded_schema)
-        if allow_drift:
-            return Assessment(migrations, replay, recorded, drift=drift)
-        raise DatabaseProblem(
-            f"schema drift: the ledger says {version_label(migrations, recorded)} but the live "
-            f"schema differs: {summarise(drift)}; nearest known version: "
-            f"{version_label(migrations, nearest)} (pass --allow-drift to migrate anyway)",
-            drift=drift,
+    nearest = min(range(len(schemas)), key=lambda k: _size(differences(live, schemas[k])))
+    near = differences(live, schemas[nearest])
+    expected = replay.schema(recorded) if recorded is not None else None
+    if recorded is None or expected is None:
+        why = (
+            f"the ledger ({', '.join(sorted(entries))}) is not a prefix of the migrations"
+            if recorded is None
+            else replay.failure
         )
-    raise DatabaseProblem(
-        "the database schema matches no known version, so the job cannot tell which migrations "
-        f"were applied (a half-applied file?); nearest is {version_label(migrations, nearest)}: "
-        f"{summarise(differences(live, schemas[nearest]))}",
-        drift=differences(live, schemas[nearest]),
+        return assessment(
+            nearest,
+            drift=near,
+            problem=DatabaseProblem(
+                f"the database schema matches no known version ({why}), so the job cannot tell "
+                f"which migrations were applied; nearest is {version_label(migrations, nearest)}: "
+                f"{summarise(near)}; restore a snapshot taken before the problem "
+                "('relayer-job snapshots list')",
+                drift=near,
+            ),
+        )
+    drift = differences(live, expected)
+    left, used = acceptance.uncovered(drift, live, expected, accepted)
+    if not left:
+        return assessment(recorded, drift=drift, accepted_by=used, backfill=backfill)
+    changed = acceptance.touched_objects(left, accepted)
+    nearest_note = f"; nearest known version: {version_label(migrations, nearest)}" + (
+        f" (differs by: {summarise(near)})" if nearest != recorded else ""
+    )
+    changed_note = (
+        f"; accepted differences of {', '.join(changed)} no longer hold (the object changed since)"
+        if changed
+        else ""
+    )
+    return assessment(
+        recorded,
+        drift=drift,
+        accepted_by=used,
+        overridable=True,
+        problem=DatabaseProblem(
+            f"schema drift: the ledger says {version_label(migrations, recorded)} but the live schema "
+            f"differs: {summarise(left)}{nearest_note}{changed_note}; {REMEDY}",
+            drift=left,
+        ),
     )
 
 
-def _locked_error(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
+def _ledger_label(migrations: list[Migration], recorded: int | None) -> str:
+    return version_label(migrations, recorded) if recorded is not None else "something else"
 
 
-def _begin(conn: sqlite3.Connection) -> None:
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        if _locked_error(exc):
-            raise LockTimeout(
-                f"the database is locked by another process ({exc}); is the relayer running? "
-                "stop it, or let 'gate' run the job before it starts"
-            ) from exc
-        raise
-
-
-def _adopt(conn: sqlite3.Connection, adopt: list[Migration]) -> None:
-    _begin(conn)
-    try:
+def _write_ledger(conn: sqlite3.Connection, assessment: Assessment) -> None:
+    """Record what the schema proves applied: adopted files (no ledger yet) get rows, rows the
+    relayer wrote without a checksum get this job's checksum, in one transaction."""
+    with database.write_transaction(conn):
+        ledger.prepare(conn)
         entries = ledger.read(conn)
-        for migration in adopt:
+        now = database.now_iso()
+        for migration in assessment.adopt:
             if migration.name not in entries:
                 ledger.record(
                     conn,
                     ledger.Entry(
                         migration.name,
                         migration.checksum,
-                        database.now_iso(),
+                        now,
                         None,
-                        f"{APPLIED_BY} (adopted: schema already matched)",
+                        f"{APPLIED_BY} (adopted: schema matched)",
                     ),
                 )
-        conn.execute("COMMIT")
-    finally:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        for migration in assessment.backfill:
+            ledger.record_checksum(
+                conn,
+                migration.name,
+                migration.checksum,
+                applied_by=f"relayer (checksum recorded by {APPLIED_BY} at {now}: schema matched)",
+            )
 
 
-def apply_one(conn: sqlite3.Connection, migration: Migration, deadline: Deadline) -> int | None:
+SchemaCheck = Callable[[sqlite3.Connection], None]
+
+
+def apply_one(
+    conn: sqlite3.Connection, migration: Migration, deadline: Deadline, check: SchemaCheck | None = None
+) -> int | None:
     """Apply one file atomically with its ledger row; its duration in ms, or None if the ledger
-    (re-read inside the write transaction) shows it was applied meanwhile."""
+    (re-read inside the write transaction) shows it was applied meanwhile. `check` inspects the
+    result before COMMIT and raises to roll the file back."""
     started = time.monotonic()
     conn.set_progress_handler(lambda: int(deadline.expired()), 10_000)
     # Foreign keys off for the transaction (it is a no-op inside one), so that a table rebuild's
     # DROP TABLE cannot cascade-delete child rows; foreign_key_check before COMMIT still guards.
     conn.execute("PRAGMA foreign_keys = OFF")
-    _begin(conn)
+    database.begin_immediate(conn)
     try:
         if migration.name in ledger.read(conn):
             return None
@@ -244,6 +277,8 @@ def apply_one(conn: sqlite3.Connection, migration: Migration, deadline: Deadline
                 "the file was rolled back",
                 migration=migration.name,
             )
+        if check is not None:
+            check(conn)
         duration_ms = round((time.monotonic() - started) * 1000)
         ledger.record(
             conn,
@@ -258,6 +293,39 @@ def apply_one(conn: sqlite3.Connection, migration: Migration, deadline: Deadline
         conn.execute("PRAGMA foreign_keys = ON")
 
 
+def uncovered_drift(
+    conn: sqlite3.Connection, expected: Schema | None, assessment: Assessment
+) -> dict[str, list[str]]:
+    """The differences between `conn`'s schema and `expected` that no acceptance covers."""
+    if expected is None:
+        return {"migrations": [assessment.replay.failure or "a migration fails on an empty database"]}
+    live = describe(conn)
+    left, _ = acceptance.uncovered(differences(live, expected), live, expected, assessment.acceptances)
+    return left
+
+
+def _schema_check(assessment: Assessment, migration: Migration, count: int) -> SchemaCheck:
+    """Before a file commits: the schema must be the replay's, apart from accepted differences, so
+    that a file changing an accepted object cannot silently carry the difference along."""
+
+    def check(conn: sqlite3.Connection) -> None:
+        expected = assessment.replay.schema(count)
+        if expected is None:
+            return  # fails on an empty database only; the final verification reports it
+        left = uncovered_drift(conn, expected, assessment)
+        if left:
+            changed = acceptance.touched_objects(left, assessment.acceptances)
+            why = f" (it changes {', '.join(changed)}, whose difference was accepted)" if changed else ""
+            raise DatabaseProblem(
+                f"{migration.name} would leave the schema different from the migrations' in a way no "
+                f"acceptance covers{why}: {summarise(left)}; the file was rolled back. {REMEDY}",
+                migration=migration.name,
+                drift=left,
+            )
+
+    return check
+
+
 def migrate_connection(
     conn: sqlite3.Connection,
     migrations: list[Migration],
@@ -265,41 +333,40 @@ def migrate_connection(
     deadline: Deadline,
     allow_drift: bool = False,
 ) -> dict[str, Any]:
-    """Adopt, apply and verify on an open connection; the facts for the run's summary."""
+    """Assess, record what the schema proves, apply pending files and verify, on an open
+    connection; the facts for the run's summary."""
     log = get_logger()
-    assessment = assess(conn, migrations, allow_drift=allow_drift, deadline=deadline)
-    if assessment.drift:
+    assessment = assess(conn, migrations, deadline=deadline)
+    assessment.require(allow_drift)
+    if assessment.accepted_by:
+        log.warning(
+            "schema.drift_accepted",
+            acceptances=[a.label() for a in assessment.accepted_by],
+            differences=assessment.drift,
+        )
+    if assessment.problem is not None:
         log.warning("schema.drift", allowed=True, differences=assessment.drift)
-    if (assessment.adopt or assessment.pending) and ledger.needs_preparing(conn):
-        _begin(conn)
-        try:
-            ledger.prepare(conn)
-            conn.execute("COMMIT")
-        finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+    if assessment.adopt or assessment.backfill or (assessment.pending and ledger.needs_preparing(conn)):
+        _write_ledger(conn, assessment)
     if assessment.adopt:
-        _adopt(conn, assessment.adopt)
         log.info("migration.adopted", names=[m.name for m in assessment.adopt])
+    if assessment.backfill:
+        log.info("migration.checksums_recorded", names=[m.name for m in assessment.backfill])
     if not assessment.pending:
         log.info("migration.none_pending", schema_version=assessment.schema_version)
     applied = []
-    for migration in assessment.pending:
+    for count, migration in enumerate(assessment.pending, start=assessment.applied + 1):
         deadline.check(f"starting {migration.name}")
         log.info("migration.started", name=migration.name)
-        duration_ms = apply_one(conn, migration, deadline)
+        check = None if allow_drift else _schema_check(assessment, migration, count)
+        duration_ms = apply_one(conn, migration, deadline, check)
         if duration_ms is None:
             log.info("migration.skipped", name=migration.name, reason="applied by another runner")
             continue
         applied.append({"name": migration.name, "duration_ms": duration_ms})
         log.info("migration.applied", name=migration.name, duration_ms=duration_ms)
-    expected = assessment.replay.schema(len(migrations))
+    drift = uncovered_drift(conn, assessment.replay.schema(len(migrations)), assessment)
     assessment.replay.close()
-    drift = (
-        differences(describe(conn), expected)
-        if expected is not None
-        else {"migrations": ["a migration fails on an empty database"]}
-    )
     if drift and not allow_drift:
         raise VerificationFailed(
             f"after migrating, the schema differs from the replayed migrations: {summarise(drift)}",
@@ -308,12 +375,14 @@ def migrate_connection(
     return {
         "applied": applied,
         "adopted": [m.name for m in assessment.adopt],
+        "checksums_recorded": [m.name for m in assessment.backfill],
+        "accepted_drift": [a.id for a in assessment.accepted_by],
         "schema_version": migrations[-1].number,
         "drift": drift,
     }
 
 
-def run(config: Config, *, dry_run: bool = False, allow_drift: bool = False) -> dict[str, Any]:
+def run(config: Config, *, dry_run: bool = False) -> dict[str, Any]:
     """`relayer-job migrate`: lock the disk, open (or create) the database, migrate it."""
     log = get_logger()
     require_sqlite_version()
@@ -323,7 +392,7 @@ def run(config: Config, *, dry_run: bool = False, allow_drift: bool = False) -> 
         config.db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
     )
     if dry_run:
-        return _dry_run(config, migrations, deadline, allow_drift)
+        return _dry_run(config, migrations, deadline, config.allow_drift)
     db_path = config.db_path
     ensure_directory(db_path.parent)
     with held(config.lock_file, timeout=config.lock_timeout, command="migrate"):
@@ -331,7 +400,7 @@ def run(config: Config, *, dry_run: bool = False, allow_drift: bool = False) -> 
         with database.opened(db_path, create=True) as conn:
             if created:
                 log.info("database.created", path=str(db_path))
-            facts = migrate_connection(conn, migrations, deadline=deadline, allow_drift=allow_drift)
+            facts = migrate_connection(conn, migrations, deadline=deadline, allow_drift=config.allow_drift)
     return {"db": str(db_path), "new_database": created, **facts}
 
 

@@ -2,7 +2,8 @@
 
 Drift detection compares structure (tables, columns with type/notnull/default/pk, indexes, foreign
 keys, triggers, views), not raw SQL text; where SQL text matters (a partial index's WHERE, a trigger
-or view body) it compares tokens. The migration ledgers are not part of the schema.
+or view body) it compares tokens. The migration ledgers and the job's own tables are not part of the
+schema.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 from job.sqltext import strip_if_not_exists, tokens
 
-LEDGER_TABLES = frozenset({"_schema_migrations", "_sqlx_migrations"})
+ACCEPTANCES_TABLE = "_relayer_job_acceptances"
+NOT_SCHEMA = frozenset({"_schema_migrations", "_sqlx_migrations", ACCEPTANCES_TABLE})
 
 Schema = dict[str, dict[str, Any]]  # object key ("table commands", "view v", ...) -> description
 
@@ -89,7 +91,7 @@ def describe(conn: sqlite3.Connection) -> Schema:
         "WHERE name NOT LIKE 'sqlite_%' AND type IN ('table', 'view', 'trigger') ORDER BY name"
     ).fetchall()
     for kind, name, sql in rows:
-        if name in LEDGER_TABLES:
+        if name in NOT_SCHEMA:
             continue
         if kind == "table":
             schema[f"table {name}"] = _table(conn, name)
@@ -113,13 +115,16 @@ def _diff_dicts(label: str, live: dict[str, Any], expected: dict[str, Any]) -> I
             yield f"{label} {key}: {', '.join(changed)}"
 
 
-def differences(live: Schema, expected: Schema) -> dict[str, list[str]]:
-    """Differences grouped by object ("table commands": ["column cursor_chat_id missing", ...])."""
+def differences(
+    live: Schema, expected: Schema, *, extra: str = "not created by any applied migration"
+) -> dict[str, list[str]]:
+    """Differences grouped by object ("table commands": ["column cursor_chat_id missing", ...]);
+    `extra` describes an object only `live` has."""
     out: dict[str, list[str]] = {}
     for key in sorted(expected.keys() - live.keys()):
         out[key] = ["missing"]
     for key in sorted(live.keys() - expected.keys()):
-        out[key] = ["not created by any applied migration"]
+        out[key] = [extra]
     for key in sorted(live.keys() & expected.keys()):
         a, b = live[key], expected[key]
         if a == b:

@@ -60,7 +60,7 @@ def report(config: Config) -> tuple[dict[str, Any], DatabaseProblem | None]:
             ],
         )
         try:
-            assessment = assess(conn, migrations, allow_drift=True)
+            assessment = assess(conn, migrations)
         except DatabaseProblem as exc:
             problem = exc
             out.update(problem=exc.message, drift=exc.facts.get("drift", {}))
@@ -69,10 +69,16 @@ def report(config: Config) -> tuple[dict[str, Any], DatabaseProblem | None]:
                 schema_version=assessment.schema_version,
                 pending=[m.name for m in assessment.pending],
                 unrecorded_but_applied=[m.name for m in assessment.adopt],
+                ran_but_unrecorded=[m.name for m in assessment.unrecorded],
+                checksums_to_record=[m.name for m in assessment.backfill],
                 drift=assessment.drift,
+                drift_accepted_by=[a.id for a in assessment.accepted_by],
+                acceptances=[a.summary() for a in assessment.acceptances],
             )
-            if assessment.drift:
-                problem = DatabaseProblem("schema drift: see 'drift' in the status report")
+            assessment.replay.close()
+            if assessment.problem is not None:
+                problem = assessment.problem
+                out.update(problem=problem.message)
     return out, problem
 
 
@@ -89,10 +95,21 @@ def render_text(status: dict[str, Any]) -> str:
         lines.append(f"applied         {entry['name']}  {entry['applied_at'] or ''}  {entry['applied_by']}")
     for name in status.get("unrecorded_but_applied", []):
         lines.append(f"unrecorded      {name} (schema has it; 'migrate' will record it)")
+    for name in status.get("ran_but_unrecorded", []):
+        lines.append(f"unrecorded      {name} (schema has it, ledger does not: see problem)")
+    for name in status.get("checksums_to_record", []):
+        lines.append(f"no checksum     {name} (recorded by the relayer; 'migrate' will add it)")
     for name in status.get("pending", []):
         lines.append(f"pending         {name}")
+    accepted = " (accepted)" if status.get("drift_accepted_by") else ""
     for obj, items in status.get("drift", {}).items():
-        lines.append(f"drift           {obj}: {'; '.join(items)}")
+        lines.append(f"drift{accepted:11} {obj}: {'; '.join(items)}")
+    for entry in status.get("acceptances", []):
+        state = "active" if entry["active"] else f"revoked {entry['revoked_at']}"
+        what = ", ".join(entry["differences"]) or f"adopted {', '.join(entry['adopted'])}"
+        lines.append(
+            f"acceptance      #{entry['id']} {entry['accepted_at']} {state}: {entry['reason']!r} ({what})"
+        )
     if "problem" in status:
         lines.append(f"problem         {status['problem']}")
     snapshot = status.get("last_snapshot")

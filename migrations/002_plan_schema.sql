@@ -1,8 +1,6 @@
--- Plan schema: MFA and executor flags leave admin, pairing codes become device registration codes,
--- commands record which models translated and ran them.
-ALTER TABLE admin DROP COLUMN mfa_enabled;
-ALTER TABLE admin DROP COLUMN executor_registered;
-
+-- Plan schema: pairing codes become device registration codes, and commands record which models
+-- translated and ran them. admin.mfa_enabled and admin.executor_registered stay: the relayer's own
+-- 002 keeps them as deprecated columns its code ignores, and the job must build the same schema.
 DROP TABLE IF EXISTS pairing_codes;
 
 CREATE TABLE IF NOT EXISTS device_registration_codes (

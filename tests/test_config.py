@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from job.config import db_path_from_url, load
+from job.config import load
 from job.errors import UsageError
 from tests.conftest import base_env
 
@@ -26,15 +26,73 @@ def test_flags_override_env_which_overrides_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "path"),
     [
-        ("sqlite:./data/relayer.db", "./data/relayer.db"),
+        # The relayer removes every leading "sqlite:" and nothing else (Rust trim_start_matches).
+        ("sqlite:./data/relayer.db", "data/relayer.db"),
+        ("sqlite:data/relayer.db", "data/relayer.db"),
+        ("sqlite://data/relayer.db", "/data/relayer.db"),  # "//data/..." is absolute
         ("sqlite:///data/relayer.db", "/data/relayer.db"),
-        ("sqlite://data.db?mode=rwc", "data.db"),
+        ("sqlite:sqlite:/data/relayer.db", "/data/relayer.db"),
         ("/plain/path.db", "/plain/path.db"),
+        # Not a URI for rusqlite: the "?" is part of the file name it creates.
+        ("sqlite:data/x.db?mode=rwc", "data/x.db?mode=rwc"),
+        # SQLite URIs (rusqlite opens with URI filenames on).
+        ("sqlite:file:data/relayer.db?mode=rwc", "data/relayer.db"),
+        ("file:///data/relay%20er.db?cache=shared", "/data/relay er.db"),
+        ("file://localhost/data/relayer.db", "/data/relayer.db"),
+        ("file:/data/relayer.db#frag", "/data/relayer.db"),
     ],
 )
 def test_database_url_like_the_relayer(url: str, path: str) -> None:
-    assert db_path_from_url(url) == path
-    assert str(load({}, {"DATABASE_URL": url}).db_path) == str(Path(path))
+    assert str(load({}, {"DATABASE_URL": url}).db_path) == path
+
+
+def test_database_path_file_uri_like_the_relayer() -> None:
+    assert str(load({}, {"DATABASE_PATH": "file:/data/relayer.db?mode=rw"}).db_path) == "/data/relayer.db"
+    assert str(load({"db": "file:rel/x.db"}, {}).db_path) == "rel/x.db"
+    # DATABASE_PATH wins over DATABASE_URL, as in the relayer.
+    both = {"DATABASE_PATH": "/a/relayer.db", "DATABASE_URL": "postgres://u:p@h/db"}
+    assert str(load({}, both).db_path) == "/a/relayer.db"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"DATABASE_URL": "postgres://user:hunter2@db.example/relayer"},
+            "DATABASE_URL: the 'postgres' scheme",
+        ),
+        ({"DATABASE_URL": "mysql://h/db"}, "DATABASE_URL: the 'mysql' scheme"),
+        ({"DATABASE_URL": "sqlite::memory:"}, "DATABASE_URL: ':memory:' is not a database file"),
+        ({"DATABASE_URL": "sqlite:file::memory:?cache=shared"}, "DATABASE_URL: the SQLite URI names no"),
+        ({"DATABASE_URL": "sqlite:file:/d/x.db?mode=ro"}, "DATABASE_URL: the SQLite URI option mode=ro"),
+        ({"DATABASE_PATH": "file:x.db?mode=memory"}, "DATABASE_PATH: the SQLite URI option mode=memory"),
+        ({"DATABASE_PATH": "file:/d/x.db?immutable=1"}, "DATABASE_PATH: the SQLite URI option immutable=1"),
+        ({"DATABASE_PATH": "file:/d/x.db?vfs=unix-none"}, "DATABASE_PATH: the SQLite URI option vfs"),
+        ({"DATABASE_PATH": "file://otherhost/d/x.db"}, "DATABASE_PATH: the SQLite URI names a host"),
+    ],
+)
+def test_database_locations_the_relayer_would_not_share_are_refused(env, message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        load({}, env)
+    assert caught.value.message.startswith(message)
+    assert "hunter2" not in caught.value.message
+
+
+def test_postgres_database_url_is_exit_2_through_the_cli(cli) -> None:
+    run = cli("status", env=base_env(DATABASE_URL="postgres://user:hunter2@db.example/relayer"))
+    assert run.rc == 2 and run.error.startswith("DATABASE_URL: the 'postgres' scheme")
+    assert "hunter2" not in run.stdout + run.stderr
+
+
+def test_file_uri_opens_the_file_the_relayer_opens(cli, tmp_path: Path) -> None:
+    """Not "missing" while SQLite would open an existing file: the job resolves the URI itself."""
+    target = tmp_path / "my data" / "relayer.db"
+    target.parent.mkdir()
+    assert cli("migrate", "--db", str(target)).rc == 0
+    uri = "sqlite:file:" + str(target).replace(" ", "%20") + "?mode=rwc"
+    run = cli("status", "--json", env=base_env(DATABASE_URL=uri))
+    assert run.rc == 0, run.stdout + run.stderr
+    assert '"exists": true' in run.stdout and '"schema_version": 4' in run.stdout
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,8 @@ FINAL_COLUMNS = {
         ("username", "TEXT", 1, None, 0),
         ("password_hash", "TEXT", 1, None, 0),
         ("totp_secret", "TEXT", 1, None, 0),
+        ("mfa_enabled", "INTEGER", 0, "0", 0),  # deprecated, kept by the relayer's own 002
+        ("executor_registered", "INTEGER", 0, "0", 0),
         ("created_at", "TEXT", 1, None, 0),
         ("updated_at", "TEXT", 1, None, 0),
     ],
@@ -121,9 +123,12 @@ def test_legacy_001_database_is_migrated_to_004_with_data_intact(cli, db_path: P
 
     ledger = query(db_path, "SELECT name, checksum, applied_by FROM _schema_migrations ORDER BY name")
     assert [r[0] for r in ledger] == ALL
-    assert ledger[0][1] is None  # recorded by the relayer, which keeps no checksum
+    # 001 was recorded by the relayer (no checksum): the job records its checksum, and says so.
+    assert ledger[0][1] == sha(MIGRATIONS / "001_initial.sql")
+    assert str(ledger[0][2]).startswith("relayer (checksum recorded by relayer-job")
+    assert run.finished["checksums_recorded"] == ["001_initial.sql"]
     for name, checksum, applied_by in ledger[1:]:
-        assert checksum == sha(MIGRATIONS / str(name)) and "relayer-job" in str(applied_by)
+        assert checksum == sha(MIGRATIONS / str(name)) and str(applied_by).startswith("relayer-job")
 
     assert relayer_startup(db_path) == []  # the relayer's own loop finds nothing to do
     conn = sqlite3.connect(db_path)
@@ -246,16 +251,29 @@ def test_legacy_database_without_ledger_is_adopted(cli, db_path) -> None:
     assert relayer_startup(db_path) == []
 
 
-def test_applied_but_unrecorded_file_is_adopted_not_rerun(cli, db_path) -> None:
-    """The relayer ran 002 and died before recording it: re-running it would crash-loop."""
+def test_applied_but_unrecorded_file_is_refused_then_adopted_by_the_operator(cli, db_path, tmp_path) -> None:
+    """The relayer ran 002 and died before recording it: re-running it would crash-loop, and the
+    schema cannot prove its data statements ran, so the operator decides, once."""
     db_path.parent.mkdir()
     build_legacy_001(db_path, commands=20)
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.executescript((MIGRATIONS / "002_plan_schema.sql").read_text())
     conn.close()
+    before = dump(db_path)
+    run = cli("migrate", "--db", str(db_path))
+    assert run.rc == 5, run.stdout
+    assert "002_plan_schema.sql ran but is not recorded" in run.error and "schema accept" in run.error
+    assert dump(db_path) == before
+    store = f"file:{tmp_path / 'store'}"
+    accepted = cli("schema", "accept", "--db", str(db_path), "--store", store, "--reason", "002 ran whole")
+    assert accepted.rc == 0, accepted.stdout
+    assert accepted.finished["adopted"] == ["002_plan_schema.sql"]
+    applied_by = query(
+        db_path, "SELECT applied_by FROM _schema_migrations WHERE name = '002_plan_schema.sql'"
+    )
+    assert "adopted by operator: 002 ran whole" in str(applied_by[0][0])
     run = cli("migrate", "--db", str(db_path))
     assert run.rc == 0, run.stdout
-    assert run.finished["adopted"] == ["002_plan_schema.sql"]
     assert [a["name"] for a in run.finished["applied"]] == ALL[2:]
 
 
@@ -263,13 +281,13 @@ def test_half_applied_file_matches_no_version_and_is_refused(cli, db_path) -> No
     db_path.parent.mkdir()
     build_legacy_001(db_path, commands=20)
     conn = sqlite3.connect(db_path, isolation_level=None)
-    conn.execute("ALTER TABLE admin DROP COLUMN mfa_enabled")  # 002 stopped after one statement
+    conn.execute("DROP TABLE pairing_codes")  # 002 stopped after one statement
     conn.close()
     before = dump(db_path)
     run = cli("migrate", "--db", str(db_path))
     assert run.rc == 5
     assert "matches no known version" in run.error or "schema drift" in run.error
-    assert "nearest" in run.error and "column mfa_enabled missing" in run.error
+    assert "nearest" in run.error and "table pairing_codes: missing" in run.error
     assert dump(db_path) == before
 
 
@@ -360,7 +378,7 @@ def test_ledger_with_wrong_shape_is_exit_5(cli, db_path, ledger_sql: str) -> Non
 
 def test_env_var_names_the_relayer_uses_are_honoured(cli, tmp_path) -> None:
     db = tmp_path / "viaurl.db"
-    run = cli("migrate", env=base_env(DATABASE_URL=f"sqlite://{db}?mode=rwc"))
+    run = cli("migrate", env=base_env(DATABASE_URL=f"sqlite:/{db}"))  # sqlite://abs/path
     assert run.rc == 0 and db.exists()
     other = tmp_path / "viapath.db"
     run = cli("migrate", env=base_env(DATABASE_PATH=str(other), DATABASE_URL=f"sqlite:{db}"))

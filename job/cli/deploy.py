@@ -28,5 +28,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:
-    facts, _ = deploy.run(config, allow_drift=args.allow_drift)
+    facts, _ = deploy.run(config)
     return Outcome(facts)

@@ -24,5 +24,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    facts = deploy.gate(config, argv, allow_drift=args.allow_drift, hold_lock=args.hold_lock)
+    facts = deploy.gate(config, argv, hold_lock=args.hold_lock)
     return Outcome(facts, exec_argv=argv)

@@ -20,7 +20,19 @@ from typing import Any, NoReturn
 from job import __version__
 from job import config as config_module
 from job import log as logging_setup
-from job.cli import deploy, gate, migrate, options, preflight, restore, snapshot, snapshots, status
+from job.cli import (
+    deploy,
+    gate,
+    migrate,
+    migrations,
+    options,
+    preflight,
+    restore,
+    schema,
+    snapshot,
+    snapshots,
+    status,
+)
 from job.cli.outcome import Outcome
 from job.errors import JobError, UsageError, translate
 
@@ -33,6 +45,8 @@ COMMANDS: dict[str, ModuleType] = {
     "gate": gate,
     "preflight": preflight,
     "restore": restore,
+    "schema": schema,
+    "migrations": migrations,
 }
 USES_STORE: set[str] = {"status", "snapshot", "snapshots", "deploy", "gate", "preflight", "restore"}
 

@@ -24,5 +24,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:
-    facts: dict[str, Any] = migrate.run(config, dry_run=args.dry_run, allow_drift=args.allow_drift)
+    facts: dict[str, Any] = migrate.run(config, dry_run=args.dry_run)
     return Outcome(facts)

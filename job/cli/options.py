@@ -61,7 +61,8 @@ def add_allow_drift(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-drift",
         action="store_true",
-        help="migrate even if the live schema differs from the migrations' (exit 5 otherwise)",
+        help="go on for this run even if the live schema differs from the migrations' (exit 5 "
+        "otherwise; 'schema accept' records a known difference for good) [ALLOW_DRIFT]",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from job import preflight
+from job.cli import options
 from job.cli.outcome import Outcome
 from job.config import Config
 
@@ -12,7 +13,7 @@ HELP = "disk-free checks for Render's pre-deploy command: files, store, rehearsa
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    del parser  # no options of its own
+    options.add_allow_drift(parser)
 
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:

@@ -1,0 +1,141 @@
+"""`relayer-job schema accept`: accept the live schema's current difference from the migrations once,
+audited, instead of overriding the drift check on every deploy.
+
+On the disk, under the exclusive lock, after a snapshot (the way back). Two situations:
+- the schema differs from the replay of the recorded migrations (drift): the differences are
+  recorded with fingerprints of each object (job.acceptance) and covered from then on;
+- the schema equals the replay of more files than the ledger records (the relayer's runner died
+  after running a file, before recording it): the operator vouches that the file ran to its end,
+  and the files are recorded in the ledger ("adopted by operator").
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from job import acceptance, database, ledger, snapshot
+from job.config import Config
+from job.deadline import Deadline
+from job.environment import check_database_location, require_sqlite_version
+from job.errors import DatabaseProblem, UsageError
+from job.lock import held
+from job.log import get_logger
+from job.migrate import APPLIED_BY, Assessment, assess
+from job.migrations import discover
+from job.replay import version_label
+from job.store import open_store
+
+
+def _record(conn: sqlite3.Connection, assessment: Assessment, *, reason: str) -> dict[str, Any]:
+    """Write the acceptance (and any adopted ledger rows) in one transaction; the facts."""
+    now = database.now_iso()
+    adopted = [m.name for m in assessment.unrecorded]
+    expected = assessment.expected or {}
+    with database.write_transaction(conn):
+        if adopted:
+            ledger.prepare(conn)
+            for migration in assessment.unrecorded:
+                ledger.record(
+                    conn,
+                    ledger.Entry(
+                        migration.name,
+                        migration.checksum,
+                        now,
+                        None,
+                        f"{APPLIED_BY} (adopted by operator: {reason})",
+                    ),
+                )
+        acceptance_id = acceptance.record(
+            conn,
+            accepted_at=now,
+            reason=reason,
+            accepted_by=APPLIED_BY,
+            ledger_version=version_label(assessment.migrations, assessment.applied),
+            drift={} if adopted else assessment.drift,
+            live=assessment.live,
+            expected=expected,
+            adopted=adopted,
+            deploy=snapshot.deploy_context(),
+        )
+    accepted = {} if adopted else assessment.drift
+    return {"acceptance_id": acceptance_id, "adopted": adopted, "accepted": accepted}
+
+
+def run(config: Config, *, reason: str | None, revoke: int | None) -> dict[str, Any]:
+    if revoke is None and not (reason or "").strip():
+        raise UsageError("schema accept: --reason TEXT is required: say why this difference is accepted")
+    require_sqlite_version()
+    deadline = Deadline(config.deadline)
+    migrations = discover(config.migrations_dir)
+    db_path = config.db_path
+    check_database_location(db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs)
+    store = open_store(config.store_url, config.s3, deadline)
+    if not db_path.exists():
+        raise DatabaseProblem(f"database {db_path} does not exist: there is nothing to accept (check --db)")
+    with held(config.lock_file, timeout=config.lock_timeout, command="schema accept"):
+        with database.opened(db_path) as conn:
+            database.require_healthy(conn, f"database {db_path}")
+            if revoke is not None:
+                _require_active(conn, revoke)
+        taken = snapshot.create(
+            db_path, store, reason="pre-revoke" if revoke is not None else "pre-accept", deadline=deadline
+        )
+        with database.opened(db_path) as conn:
+            if revoke is not None:
+                return _revoke(conn, revoke, reason, str(taken["snapshot_id"]))
+            assessment = assess(conn, migrations, deadline=deadline)
+            try:
+                return _accept(conn, assessment, str(reason).strip(), str(taken["snapshot_id"]))
+            finally:
+                assessment.replay.close()
+
+
+def _accept(
+    conn: sqlite3.Connection, assessment: Assessment, reason: str, snapshot_id: str
+) -> dict[str, Any]:
+    log = get_logger()
+    if assessment.problem is not None and not (assessment.unrecorded or assessment.overridable):
+        raise DatabaseProblem(
+            f"cannot accept this state: {assessment.problem.message}", drift=assessment.drift
+        )
+    if assessment.problem is None:
+        covered = [a.label() for a in assessment.accepted_by]
+        log.info(
+            "schema.nothing_to_accept", schema_version=assessment.schema_version, already_accepted_by=covered
+        )
+        return {"acceptance_id": None, "already_accepted_by": covered, "snapshot_id": snapshot_id}
+    facts = _record(conn, assessment, reason=reason)
+    log.warning(
+        "schema.accepted",
+        id=facts["acceptance_id"],
+        reason=reason,
+        differences=facts["accepted"],
+        adopted=facts["adopted"],
+        snapshot_id=snapshot_id,
+    )
+    return {**facts, "snapshot_id": snapshot_id}
+
+
+def _require_active(conn: sqlite3.Connection, acceptance_id: int) -> None:
+    active = [a.id for a in acceptance.load(conn) if a.active]
+    if acceptance_id not in active:
+        raise UsageError(
+            f"--revoke {acceptance_id}: no active acceptance with that id "
+            f"(active: {', '.join(map(str, active)) or 'none'}; see 'relayer-job status')"
+        )
+
+
+def _revoke(
+    conn: sqlite3.Connection, acceptance_id: int, reason: str | None, snapshot_id: str
+) -> dict[str, Any]:
+    by = APPLIED_BY + (f": {reason.strip()}" if reason and reason.strip() else "")
+    with database.write_transaction(conn):
+        acceptance.revoke(conn, acceptance_id, revoked_at=database.now_iso(), revoked_by=by)
+    get_logger().warning(
+        "schema.acceptance_revoked",
+        id=acceptance_id,
+        snapshot_id=snapshot_id,
+        note="the difference it covered is drift again (exit 5) wherever it still exists",
+    )
+    return {"revoked": acceptance_id, "snapshot_id": snapshot_id}
