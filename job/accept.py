@@ -1,7 +1,7 @@
 """`relayer-job schema accept`: accept the live schema's current difference from the migrations once,
 audited, instead of overriding the drift check on every deploy.
 
-On the disk, under the exclusive lock, after a snapshot (the way back). Two situations:
+On the disk, under the lock, after a snapshot (the way back). Two situations:
 - the schema differs from the replay of the recorded migrations (drift): the differences are
   recorded with fingerprints of each object (job.acceptance) and covered from then on;
 - the schema equals the replay of more files than the ledger records (the relayer's runner died
@@ -22,7 +22,7 @@ from job.errors import DatabaseProblem, UsageError
 from job.lock import held
 from job.log import get_logger
 from job.migrate import APPLIED_BY, Assessment, assess
-from job.migrations import discover
+from job.migrations import Migration, discover
 from job.replay import version_label
 from job.store import open_store
 
@@ -63,6 +63,11 @@ def _record(conn: sqlite3.Connection, assessment: Assessment, *, reason: str) ->
 
 
 def run(config: Config, *, reason: str | None, revoke: int | None) -> dict[str, Any]:
+    """`schema accept` at a shell on the disk. The lock is taken shared, like `snapshot`: the job's own
+    writers (migrate, deploy, restore) wait, while a relayer started by `gate --hold-lock` keeps
+    running (it reads the ledger only when it starts and never touches the acceptance table), so an
+    operator can accept over `render ssh`. A snapshot is taken before, and one after so that the next
+    `preflight` rehearses with the acceptance."""
     if revoke is None and not (reason or "").strip():
         raise UsageError("schema accept: --reason TEXT is required: say why this difference is accepted")
     require_sqlite_version()
@@ -73,27 +78,48 @@ def run(config: Config, *, reason: str | None, revoke: int | None) -> dict[str, 
     store = open_store(config.store_url, config.s3, deadline)
     if not db_path.exists():
         raise DatabaseProblem(f"database {db_path} does not exist: there is nothing to accept (check --db)")
-    with held(config.lock_file, timeout=config.lock_timeout, command="schema accept"):
+    with held(config.lock_file, timeout=config.lock_timeout, command="schema accept", shared=True):
         with database.opened(db_path) as conn:
             database.require_healthy(conn, f"database {db_path}")
             if revoke is not None:
                 _require_active(conn, revoke)
-        taken = snapshot.create(
+        before = snapshot.create(
             db_path, store, reason="pre-revoke" if revoke is not None else "pre-accept", deadline=deadline
         )
         with database.opened(db_path) as conn:
             if revoke is not None:
-                return _revoke(conn, revoke, reason, str(taken["snapshot_id"]))
-            assessment = assess(conn, migrations, deadline=deadline)
-            try:
-                return _accept(conn, assessment, str(reason).strip(), str(taken["snapshot_id"]))
-            finally:
-                assessment.replay.close()
+                facts = _revoke(conn, revoke, reason)
+            else:
+                facts = accept(conn, migrations, str(reason).strip(), deadline)
+        if facts.get("acceptance_id") or facts.get("revoked"):
+            snapshot.create(db_path, store, reason="post-accept", deadline=deadline)
+    return {**facts, "snapshot_id": before["snapshot_id"]}
 
 
-def _accept(
-    conn: sqlite3.Connection, assessment: Assessment, reason: str, snapshot_id: str
+def accept(
+    conn: sqlite3.Connection, migrations: list[Migration], reason: str, deadline: Deadline
 ) -> dict[str, Any]:
+    """Accept the current state of `conn` (see the module docstring); the facts."""
+    assessment = assess(conn, migrations, deadline=deadline)
+    try:
+        return _accept(conn, assessment, reason)
+    finally:
+        assessment.replay.close()
+
+
+def requested_once(
+    conn: sqlite3.Connection, migrations: list[Migration], reason: str, deadline: Deadline
+) -> dict[str, Any] | None:
+    """The start-path form (SCHEMA_ACCEPT_REASON, used by deploy, gate and preflight): accept once
+    per reason. A reason already recorded is not applied again, so leaving the variable set can
+    never accept a later, different difference."""
+    if any(a.reason == reason for a in acceptance.load(conn)):
+        get_logger().info("schema.accept_already_done", reason=reason)
+        return None
+    return accept(conn, migrations, reason, deadline)
+
+
+def _accept(conn: sqlite3.Connection, assessment: Assessment, reason: str) -> dict[str, Any]:
     log = get_logger()
     if assessment.problem is not None and not (assessment.unrecorded or assessment.overridable):
         raise DatabaseProblem(
@@ -104,7 +130,7 @@ def _accept(
         log.info(
             "schema.nothing_to_accept", schema_version=assessment.schema_version, already_accepted_by=covered
         )
-        return {"acceptance_id": None, "already_accepted_by": covered, "snapshot_id": snapshot_id}
+        return {"acceptance_id": None, "already_accepted_by": covered}
     facts = _record(conn, assessment, reason=reason)
     log.warning(
         "schema.accepted",
@@ -112,9 +138,8 @@ def _accept(
         reason=reason,
         differences=facts["accepted"],
         adopted=facts["adopted"],
-        snapshot_id=snapshot_id,
     )
-    return {**facts, "snapshot_id": snapshot_id}
+    return facts
 
 
 def _require_active(conn: sqlite3.Connection, acceptance_id: int) -> None:
@@ -126,16 +151,13 @@ def _require_active(conn: sqlite3.Connection, acceptance_id: int) -> None:
         )
 
 
-def _revoke(
-    conn: sqlite3.Connection, acceptance_id: int, reason: str | None, snapshot_id: str
-) -> dict[str, Any]:
+def _revoke(conn: sqlite3.Connection, acceptance_id: int, reason: str | None) -> dict[str, Any]:
     by = APPLIED_BY + (f": {reason.strip()}" if reason and reason.strip() else "")
     with database.write_transaction(conn):
         acceptance.revoke(conn, acceptance_id, revoked_at=database.now_iso(), revoked_by=by)
     get_logger().warning(
         "schema.acceptance_revoked",
         id=acceptance_id,
-        snapshot_id=snapshot_id,
         note="the difference it covered is drift again (exit 5) wherever it still exists",
     )
-    return {"revoked": acceptance_id, "snapshot_id": snapshot_id}
+    return {"revoked": acceptance_id}

@@ -54,6 +54,7 @@ class Config:
     allow_new_database: bool = False
     restore_snapshot: str | None = None
     allow_drift: bool = False
+    schema_accept_reason: str | None = None
 
 
 def _pick(flags: Mapping[str, Any], env: Mapping[str, str], flag: str, var: str) -> tuple[Any, str] | None:
@@ -209,6 +210,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         allow_network_fs=bool(flags.get("allow_network_fs")),
         allow_new_database=bool(flags.get("allow_new_database"))
         or _parse({}, env, "--allow-new-database", "ALLOW_NEW_DATABASE", False, _flag),
+        schema_accept_reason=_parse({}, env, "", "SCHEMA_ACCEPT_REASON", None, _text) or None,
         allow_drift=bool(flags.get("allow_drift"))
         or _parse({}, env, "--allow-drift", "ALLOW_DRIFT", False, _flag),
     )

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from job import catalog, database, ledger, restore, snapshot
+from job import accept, catalog, database, ledger, restore, snapshot
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_database_location, ensure_directory, require_sqlite_version
@@ -77,11 +77,15 @@ def _under_lock(
             restored = restore.requested_once(config, store, deadline)
     existed = db_path.exists()
     snapshot_facts: dict[str, Any] = {"snapshot_id": None}
+    accepted = None
     if existed:
         with step("health", durations), database.opened(db_path) as conn:
             database.require_healthy(conn, f"database {db_path}")
         with step("snapshot", durations):
             snapshot_facts = snapshot.create(db_path, store, reason="pre-migrate", deadline=deadline)
+        if config.schema_accept_reason:
+            with step("schema_accept", durations), database.opened(db_path) as conn:
+                accepted = accept.requested_once(conn, migrations, config.schema_accept_reason, deadline)
     else:
         _refuse_silent_empty_start(config, store)
         log.warning(
@@ -109,7 +113,7 @@ def _under_lock(
                 snapshot_id=snapshot_facts.get("snapshot_id"),
             )
     post_snapshot = None
-    if migrated["applied"] or migrated["adopted"] or migrated["checksums_recorded"]:
+    if migrated["applied"] or migrated["adopted"] or migrated["checksums_recorded"] or accepted:
         post_snapshot = _post_migrate_snapshot(db_path, store, deadline, durations)
     return {
         "db": str(db_path),
@@ -118,6 +122,7 @@ def _under_lock(
         "post_migrate_snapshot_id": post_snapshot,
         "snapshot_id": snapshot_facts.get("snapshot_id"),
         "snapshot_unchanged": snapshot_facts.get("unchanged", False),
+        "schema_accepted": accepted.get("acceptance_id") if accepted else None,
         **migrated,
     }
 

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from job import catalog, database
+from job import accept, catalog, database
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import require_sqlite_version
@@ -66,6 +66,8 @@ def run(config: Config) -> dict[str, Any]:
             catalog.fetch(store, newest, rehearsal, deadline=deadline)
             log.info("rehearsal.snapshot", id=newest.id, schema_version=newest.schema_version)
         with database.opened(rehearsal, create=True) as conn:
+            if config.schema_accept_reason and newest is not None:
+                accept.requested_once(conn, migrations, config.schema_accept_reason, deadline)
             facts = migrate_connection(conn, migrations, deadline=deadline, allow_drift=config.allow_drift)
     would_apply = [a["name"] for a in facts["applied"]]
     log.info("rehearsal.passed", would_apply=would_apply, would_adopt=facts["adopted"])

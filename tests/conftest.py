@@ -112,3 +112,6 @@ def proxy(s3_server):
     fault_proxy = FaultProxy("127.0.0.1", s3_server.ports["s3.port"]).start()
     yield fault_proxy
     fault_proxy.stop()
+
+
+from tests.support.service import disk, service  # noqa: E402, F401 (fixtures for every test module)

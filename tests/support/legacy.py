@@ -12,21 +12,11 @@ TS = "2026-01-15T10:00:00Z"
 
 
 def relayer_startup(db_path: Path, migrations_dir: Path = MIGRATIONS) -> list[str]:
-    """The relayer's own start-up migration loop (facts/relayer.md), as the tests' reference:
-    every *.sql by file name, skipped when its name is in _schema_migrations, else run as a batch
-    (not in a transaction) and then recorded. Returns the names it applied."""
-    conn = sqlite3.connect(db_path, isolation_level=None)
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("CREATE TABLE IF NOT EXISTS _schema_migrations (name TEXT PRIMARY KEY)")
-    applied = []
-    for path in sorted(migrations_dir.glob("*.sql"), key=lambda p: p.name):
-        if conn.execute("SELECT 1 FROM _schema_migrations WHERE name = ?", (path.name,)).fetchone():
-            continue
-        conn.executescript(path.read_text())
-        conn.execute("INSERT INTO _schema_migrations (name) VALUES (?)", (path.name,))
-        applied.append(path.name)
-    conn.close()
-    return applied
+    """One start of the relayer (tests.support.relayer_model) with `migrations_dir`: the names its
+    own runner applied, [] when it finds everything recorded."""
+    from tests.support.relayer_model import start
+
+    return start(db_path, migrations_dir)
 
 
 def _id() -> str:
