@@ -24,6 +24,7 @@ from job.log import get_logger
 from job.migrate import migrate_connection
 from job.migrations import Migration, discover
 from job.store import Store, open_store
+from job.undo import RollbackUnverified
 
 
 @contextlib.contextmanager
@@ -47,7 +48,7 @@ def run(
         check_database_location(
             db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
         )
-        migrations = discover(config.migrations_dir)
+        migrations = discover(config.migrations_dir, deadline)
         store = open_store(config.store_url, config.s3, deadline)
     with step("lock", durations):
         ensure_directory(db_path.parent)
@@ -97,6 +98,8 @@ def _under_lock(
             migrated = migrate_connection(conn, migrations, deadline=deadline, allow_drift=allow_drift)
     except JobError as exc:
         exc.facts.setdefault("snapshot_id", snapshot_facts.get("snapshot_id"))
+        if isinstance(exc, RollbackUnverified):
+            exc.name_way_back(snapshot_facts.get("snapshot_id"))
         raise
     with step("verify", durations), database.opened(db_path) as conn:
         problems = database.quick_check(conn) + database.foreign_key_problems(conn)

@@ -27,7 +27,7 @@ def last_snapshot(config: Config) -> dict[str, Any] | str:
 
 def report(config: Config) -> tuple[dict[str, Any], DatabaseProblem | None]:
     """The status report, and the database problem it found (if any) for the exit code."""
-    migrations = discover(config.migrations_dir)
+    migrations = discover(config.migrations_dir, Deadline(config.deadline))
     check_database_location(
         config.db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
     )
