@@ -46,7 +46,10 @@ def run(
     with step("checks", durations):
         require_sqlite_version()
         check_database_location(
-            db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
+            db_path,
+            disk=config.disk_mount_path,
+            allow_network_fs=config.allow_network_fs,
+            lock_file=config.lock_file,
         )
         migrations = discover(config.migrations_dir, deadline)
         store = open_store(config.store_url, config.s3, deadline)

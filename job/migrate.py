@@ -325,7 +325,10 @@ def run(config: Config, *, dry_run: bool = False, allow_drift: bool = False) -> 
     deadline = Deadline(config.deadline)
     migrations = discover(config.migrations_dir, deadline)
     check_database_location(
-        config.db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
+        config.db_path,
+        disk=config.disk_mount_path,
+        allow_network_fs=config.allow_network_fs,
+        lock_file=config.lock_file,
     )
     if dry_run:
         return _dry_run(config, migrations, deadline, allow_drift)

@@ -136,7 +136,12 @@ def run(config: Config, *, which: str, force: bool, if_db_not_exists: bool) -> d
     require_sqlite_version()
     deadline = Deadline(config.deadline)
     db_path = config.db_path
-    check_database_location(db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs)
+    check_database_location(
+        db_path,
+        disk=config.disk_mount_path,
+        allow_network_fs=config.allow_network_fs,
+        lock_file=config.lock_file,
+    )
     store = open_store(config.store_url, config.s3, deadline)
     ensure_directory(db_path.parent)
     with held(config.lock_file, timeout=config.lock_timeout, command="restore"):

@@ -245,7 +245,10 @@ def run(config: Config, *, reason: str, if_db_exists: bool, force: bool = False)
     """`relayer-job snapshot`: under the disk lock, snapshot the database into the configured store."""
     deadline = Deadline(config.deadline)
     check_database_location(
-        config.db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
+        config.db_path,
+        disk=config.disk_mount_path,
+        allow_network_fs=config.allow_network_fs,
+        lock_file=config.lock_file,
     )
     store = open_store(config.store_url, config.s3, deadline)
     if not config.db_path.exists():
