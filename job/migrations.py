@@ -71,11 +71,14 @@ def line_ending_variants(data: bytes) -> set[str]:
     return {checksum_of(lf), checksum_of(lf.replace(b"\n", b"\r\n"))}
 
 
+_NAMES = ("word", "quoted", "string")  # the tokens SQLite may read as a name
+
+
 def forbidden(sql: str) -> str | None:
-    """What in this statement a migration may not do, judged as SQLite parses it: keywords are
-    bare words in any case; a pragma's name (and schema) may be quoted any way SQLite accepts,
-    with comments anywhere between tokens; `EXPLAIN` in front changes nothing, since SQLite
-    carries out a pragma while preparing it."""
+    """What in this statement a migration may not do, judged as SQLite parses it: keywords in any
+    case; a pragma's name (and schema) quoted any way SQLite accepts; comments anywhere between
+    tokens; `EXPLAIN` in front changes nothing, since SQLite carries out a pragma while preparing
+    it. A quoted first word is a syntax error to SQLite, refused here all the same."""
     words = lint_tokens(sql)
     first = next(words, None)
     while first is not None and first == Token("word", "EXPLAIN"):
@@ -83,7 +86,7 @@ def forbidden(sql: str) -> str | None:
         if first == Token("word", "QUERY"):
             next(words, None)  # PLAN
             first = next(words, None)
-    if first is None or first.kind != "word":
+    if first is None or first.kind not in _NAMES:
         return None
     if first.text in _FORBIDDEN_FIRST_WORDS:
         return _FORBIDDEN_FIRST_WORDS[first.text]
@@ -95,10 +98,9 @@ def forbidden(sql: str) -> str | None:
 
 def _pragma_name(tokens: list[Token]) -> str | None:
     """`PRAGMA [schema.]name ...`: names may be words, quoted names or strings."""
-    names = ("word", "quoted", "string")
-    if len(tokens) == 3 and tokens[1] == Token("op", ".") and tokens[2].kind in names:
+    if len(tokens) == 3 and tokens[1] == Token("op", ".") and tokens[2].kind in _NAMES:
         return tokens[2].text
-    if tokens and tokens[0].kind in names:
+    if tokens and tokens[0].kind in _NAMES:
         return tokens[0].text
     return None
 

@@ -52,7 +52,7 @@ _UNTIL_SEMICOLON = re.compile(
 # leads to START (inside CREATE TRIGGER ... BEGIN ... END, only `; END ;` does).
 _SEMI, _WS, _OTHER, _EXPLAIN, _CREATE, _TEMP, _TRIGGER, _END = range(8)
 _INVALID, _START, _NORMAL, _IN_EXPLAIN, _IN_CREATE, _IN_TRIGGER, _AFTER_SEMI, _AFTER_END = range(8)
-_TRANSITIONS = (
+_TRANSITIONS = (  # [state][token] -> next state
     (1, 0, 2, 3, 4, 2, 2, 2),
     (1, 1, 2, 3, 4, 2, 2, 2),
     (1, 2, 2, 2, 2, 2, 2, 2),
@@ -84,12 +84,12 @@ class Statement:
     line: int  # 1-based line of the statement's first token in its file
 
 
+_UPPER = {c: c - 32 for c in range(ord("a"), ord("z") + 1)}
+
+
 def ascii_upper(text: str) -> str:
     """SQLite folds case in ASCII only, unlike str.upper() (which maps the long s to 'S')."""
     return text.translate(_UPPER)
-
-
-_UPPER = {c: c - 32 for c in range(ord("a"), ord("z") + 1)}
 
 
 def unquote(text: str) -> str:
@@ -120,11 +120,7 @@ def tokens(sql: str) -> list[str]:
 def lint_tokens(sql: str) -> Iterator[Token]:
     """The statement's tokens as SQLite reads them, comments and whitespace dropped, lazily: the
     lint judges a statement by its first few."""
-    position, end = 0, len(sql)
-    while position < end:
-        match = _TOKEN.match(sql, position)
-        assert match is not None  # `.` matches any character
-        position = match.end()
+    for match in _TOKEN.finditer(sql):
         kind, text = str(match.lastgroup), match.group()
         if kind in ("space", "comment"):
             continue
@@ -160,7 +156,9 @@ def split_statements(sql: str, check: Callable[[], None] | None = None) -> Itera
         if check is not None and steps % CHECK_EVERY == 0:
             check()
         if state in (_NORMAL, _IN_TRIGGER):  # only a `;` can change these states
-            position = _UNTIL_SEMICOLON.match(sql, position).end()  # type: ignore[union-attr]
+            until = _UNTIL_SEMICOLON.match(sql, position)
+            assert until is not None  # it matches the empty string too
+            position = until.end()
             if position >= size:
                 break
             token, position = _SEMI, position + 1

@@ -27,12 +27,17 @@ class RollbackUnverified(DatabaseProblem):
         super().__init__(self._text(None), **facts)
 
     def _text(self, snapshot_id: str | None) -> str:
-        way_back = (
-            f"restore snapshot {snapshot_id} (RESTORE_SNAPSHOT={snapshot_id})"
-            if snapshot_id
-            else "restore the newest snapshot taken before this run ('relayer-job snapshots list')"
+        if snapshot_id:
+            return (
+                f"{self.problem}; do not start the relayer on this database: restore snapshot "
+                f"{snapshot_id} (RESTORE_SNAPSHOT={snapshot_id}), then fix the migration"
+            )
+        # Also raised by rehearsals (preflight, --dry-run), where the live database is untouched.
+        return (
+            f"{self.problem}; fix the migration, and if this ran on the live database, do not start "
+            "the relayer on it: restore the newest snapshot taken before this run "
+            "('relayer-job snapshots list')"
         )
-        return f"{self.problem}; do not start the relayer on this database: {way_back}"
 
     def name_way_back(self, snapshot_id: str | None) -> None:
         """Name the snapshot taken before migrating, once the caller knows it."""

@@ -75,6 +75,7 @@ def test_forbidden_pragmas_are_refused_in_every_spelling_sqlite_accepts(
         ("vacuum INTO 'copy.db'", "VACUUM"),
         ("attach DATABASE 'other.db' AS other", "ATTACH"),
         ("EXPLAIN begin immediate", "BEGIN"),
+        ('"COMMIT"', "COMMIT"),
     ],
 )
 def test_transaction_statements_are_refused_in_any_case_and_spacing(
