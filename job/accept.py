@@ -17,7 +17,7 @@ from typing import Any
 from job import acceptance, database, ledger, snapshot
 from job.config import Config
 from job.deadline import Deadline
-from job.environment import check_database_location, require_sqlite_version
+from job.environment import check_location, require_sqlite_version
 from job.errors import DatabaseProblem, UsageError
 from job.lock import held
 from job.log import get_logger
@@ -72,9 +72,9 @@ def run(config: Config, *, reason: str | None, revoke: int | None) -> dict[str, 
         raise UsageError("schema accept: --reason TEXT is required: say why this difference is accepted")
     require_sqlite_version()
     deadline = Deadline(config.deadline)
-    migrations = discover(config.migrations_dir)
+    migrations = discover(config.migrations_dir, deadline)
     db_path = config.db_path
-    check_database_location(db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs)
+    check_location(config)
     store = open_store(config.store_url, config.s3, deadline)
     if not db_path.exists():
         raise DatabaseProblem(f"database {db_path} does not exist: there is nothing to accept (check --db)")

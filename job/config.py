@@ -144,6 +144,29 @@ def _db_path(flags: Mapping[str, Any], env: Mapping[str, str]) -> Path:
     return path
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """The same file, whatever the path: `..`, symlinks and hard links resolved."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _refuse_lock_on_database(lock_file: Path, db_path: Path) -> None:
+    """Taking the lock writes who holds it into the lock file: a lock file that is the database
+    or one of its journal files, by whatever path, would destroy it. SQLite names the journal
+    files after the database's real path, so both spellings are checked."""
+    for db in (db_path, Path(os.path.realpath(db_path))):
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            if _same_file(lock_file, db.with_name(db.name + suffix)):
+                raise UsageError(
+                    f"--lock-file / JOB_LOCK_FILE: {lock_file} is the database or one of its journal "
+                    f"files ({db.name + suffix}); the lock must be a separate file"
+                )
+
+
 def default_migrations_dir() -> Path:
     """The repository's migrations/ when running from a checkout, else ./migrations."""
     beside_package = Path(__file__).resolve().parent.parent / "migrations"
@@ -162,13 +185,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
     lock_file = _parse(
         flags, env, "--lock-file", "JOB_LOCK_FILE", db_path.parent / ".relayer-job.lock", _path
     )
-    if lock_file.absolute() in {
-        db_path.absolute().with_name(db_path.name + suffix) for suffix in ("", "-journal", "-wal", "-shm")
-    }:
-        raise UsageError(
-            f"--lock-file / JOB_LOCK_FILE: {lock_file} is the database or one of its journal "
-            "files; the lock must be a separate file"
-        )
+    _refuse_lock_on_database(lock_file, db_path)
     s3 = S3Options(
         addressing_style=_parse(
             flags,

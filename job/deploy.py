@@ -17,13 +17,14 @@ from typing import Any
 from job import accept, catalog, database, ledger, restore, snapshot
 from job.config import Config
 from job.deadline import Deadline
-from job.environment import check_database_location, ensure_directory, require_sqlite_version
+from job.environment import check_location, ensure_directory, require_sqlite_version
 from job.errors import DatabaseProblem, JobError, UsageError, VerificationFailed
 from job.lock import RELAYER_HOLDER, DiskLock, acquire
 from job.log import get_logger
 from job.migrate import migrate_connection
 from job.migrations import Migration, discover
 from job.store import Store, open_store
+from job.undo import RollbackUnverified
 
 
 @contextlib.contextmanager
@@ -42,10 +43,8 @@ def run(config: Config, *, keep_lock: bool = False) -> tuple[dict[str, Any], Dis
     db_path = config.db_path
     with step("checks", durations):
         require_sqlite_version()
-        check_database_location(
-            db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
-        )
-        migrations = discover(config.migrations_dir)
+        check_location(config)
+        migrations = discover(config.migrations_dir, deadline)
         store = open_store(config.store_url, config.s3, deadline)
     with step("lock", durations):
         ensure_directory(db_path.parent)
@@ -98,6 +97,8 @@ def _under_lock(
             migrated = migrate_connection(conn, migrations, deadline=deadline, allow_drift=config.allow_drift)
     except JobError as exc:
         exc.facts.setdefault("snapshot_id", snapshot_facts.get("snapshot_id"))
+        if isinstance(exc, RollbackUnverified):
+            exc.name_way_back(snapshot_facts.get("snapshot_id"))
         raise
     with step("verify", durations), database.opened(db_path) as conn:
         problems = database.quick_check(conn) + database.foreign_key_problems(conn)

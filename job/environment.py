@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from job.config import Config
 from job.errors import EnvironmentRefused
 
 NETWORK_FS_TYPES = frozenset(
@@ -81,8 +82,24 @@ def is_mount_point(path: Path) -> bool:
     return path.is_dir() and os.path.ismount(path)
 
 
-def require_disk(disk: Path, db_path: Path) -> None:
-    """Refuse unless `disk` is mounted and holds the database (exit 4, nothing created)."""
+def resolved(path: Path) -> Path:
+    """Where `path` really is: `..` and the symlinks of the file and of every directory above it
+    resolved, as the kernel will when the file is opened or created."""
+    return Path(os.path.realpath(path))
+
+
+def _on_disk(disk: Path, path: Path) -> bool:
+    """`path`, resolved, is below the mount point `disk` and on its filesystem (not on another
+    one mounted below it)."""
+    real, disk_real = resolved(path), resolved(disk)
+    if disk_real not in real.parents:
+        return False
+    return existing_ancestor(real.parent).stat().st_dev == disk_real.stat().st_dev
+
+
+def require_disk(disk: Path, db_path: Path, lock_file: Path | None = None) -> None:
+    """Refuse unless `disk` is mounted and holds the database and the lock file, wherever `..`
+    and symlinks lead (exit 4, nothing created)."""
     if not is_mount_point(disk):
         raise EnvironmentRefused(
             f"--disk / DISK_MOUNT_PATH {disk} is not a mounted disk here. Render's pre-deploy command "
@@ -91,11 +108,16 @@ def require_disk(disk: Path, db_path: Path) -> None:
             "for manual disk commands. If this is the start command, the disk is not mounted at "
             "DISK_MOUNT_PATH: check disk.mountPath in render.yaml"
         )
-    db_abs = db_path.absolute()
-    if disk.absolute() not in db_abs.parents:
+    if not _on_disk(disk, db_path):
         raise EnvironmentRefused(
-            f"database {db_path} is not under --disk / DISK_MOUNT_PATH {disk}: set DATABASE_PATH to a file "
-            "on the disk, or it will not survive a deploy"
+            f"database {db_path} (really {resolved(db_path)}) is not under --disk / DISK_MOUNT_PATH "
+            f"{disk}: set DATABASE_PATH to a file on the disk, or it will not survive a deploy"
+        )
+    if lock_file is not None and not _on_disk(disk, lock_file):
+        raise EnvironmentRefused(
+            f"lock file {lock_file} (really {resolved(lock_file)}) is not under --disk / "
+            f"DISK_MOUNT_PATH {disk}: every process that touches the database must share one lock on "
+            "the disk; unset --lock-file / JOB_LOCK_FILE or point it at a file on the disk"
         )
 
 
@@ -128,12 +150,25 @@ def ensure_directory(directory: Path) -> None:
         ) from exc
 
 
-def check_database_location(db_path: Path, *, disk: Path | None, allow_network_fs: bool) -> None:
-    """Every command that reads or writes the live database: on the mounted disk when one is
-    configured (DISK_MOUNT_PATH), never on a network filesystem. Creates nothing."""
+def check_location(config: Config, *, takes_lock: bool = True) -> None:
+    """check_database_location for a command's configuration (with its lock file, if it takes it)."""
+    check_database_location(
+        config.db_path,
+        disk=config.disk_mount_path,
+        allow_network_fs=config.allow_network_fs,
+        lock_file=config.lock_file if takes_lock else None,
+    )
+
+
+def check_database_location(
+    db_path: Path, *, disk: Path | None, allow_network_fs: bool, lock_file: Path | None = None
+) -> None:
+    """Every command that reads or writes the live database: the database (and the lock file of
+    the commands that take it) on the mounted disk when one is configured (DISK_MOUNT_PATH), never
+    on a network filesystem. Creates nothing."""
     if disk is not None:
-        require_disk(disk, db_path)
-    refuse_network_fs(db_path, allowed=allow_network_fs)
+        require_disk(disk, db_path, lock_file)
+    refuse_network_fs(resolved(db_path), allowed=allow_network_fs)
 
 
 def fsync_directory(directory: Path) -> None:

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from job.errors import EnvironmentRefused, LockTimeout
+from job.errors import EnvironmentRefused, LockTimeout, UsageError
 from job.log import get_logger
 
 POLL_SECONDS = 0.1
+RECORD_START = b'{"pid"'  # how _write_holder's record begins
+MAX_RECORD = 4096
 RELAYER_HOLDER = "started by gate --hold-lock"
 
 
@@ -43,6 +45,19 @@ class DiskLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def _require_lock_record(fd: int, path: Path) -> None:
+    """Overwrite only a lock file: empty, or holding a holder record (possibly cut short by a
+    holder killed while writing it). Anything else may be the database through a path no
+    check foresaw (a hard link made later, say), and is never truncated."""
+    size = os.fstat(fd).st_size
+    if size == 0 or (size <= MAX_RECORD and os.pread(fd, len(RECORD_START), 0) == RECORD_START):
+        return
+    raise UsageError(
+        f"--lock-file / JOB_LOCK_FILE: {path} holds {size} bytes that are not a lock record (the "
+        "database, or another file?); it was left untouched: point the lock at a separate file"
+    )
 
 
 def _write_holder(fd: int, command: str) -> None:
@@ -111,6 +126,11 @@ def acquire(path: Path, *, timeout: float, command: str, shared: bool = False) -
                 announced = True
             time.sleep(min(POLL_SECONDS, max(timeout - waited, 0.01)))
     if not shared:  # a shared holder would overwrite the record of the others
+        try:
+            _require_lock_record(fd, path)
+        except UsageError:
+            os.close(fd)
+            raise
         _write_holder(fd, command)
     log.info(
         "lock.acquired",

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from job import __version__, acceptance, database, ledger
+from job import __version__, acceptance, database, ledger, undo
 from job.config import Config
 from job.deadline import Deadline
-from job.environment import check_database_location, ensure_directory, require_sqlite_version
+from job.environment import check_location, ensure_directory, require_sqlite_version
 from job.errors import (
     DatabaseProblem,
     DeadlineExceeded,
@@ -249,6 +249,7 @@ def apply_one(
     # Foreign keys off for the transaction (it is a no-op inside one), so that a table rebuild's
     # DROP TABLE cannot cascade-delete child rows; foreign_key_check before COMMIT still guards.
     conn.execute("PRAGMA foreign_keys = OFF")
+    mode_before = undo.journal_mode(conn)
     database.begin_immediate(conn)
     try:
         if migration.name in ledger.read(conn):
@@ -270,6 +271,7 @@ def apply_one(
                     migration=migration.name,
                     line=statement.line,
                 ) from exc
+            undo.require_transaction(conn, migration.name, statement.line)
         problems = database.foreign_key_problems(conn)
         if problems:
             raise MigrationFailed(
@@ -286,6 +288,9 @@ def apply_one(
         )
         conn.execute("COMMIT")
         return duration_ms
+    except BaseException as exc:
+        undo.roll_back(conn, migration.name, mode_before, exc, deadline)
+        raise
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -386,11 +391,9 @@ def run(config: Config, *, dry_run: bool = False) -> dict[str, Any]:
     """`relayer-job migrate`: lock the disk, open (or create) the database, migrate it."""
     log = get_logger()
     require_sqlite_version()
-    migrations = discover(config.migrations_dir)
     deadline = Deadline(config.deadline)
-    check_database_location(
-        config.db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
-    )
+    migrations = discover(config.migrations_dir, deadline)
+    check_location(config)
     if dry_run:
         return _dry_run(config, migrations, deadline, config.allow_drift)
     db_path = config.db_path

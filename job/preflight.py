@@ -43,7 +43,7 @@ def run(config: Config) -> dict[str, Any]:
     log = get_logger()
     deadline = Deadline(config.deadline)
     require_sqlite_version()
-    migrations = discover(config.migrations_dir)
+    migrations = discover(config.migrations_dir, deadline)
     log.info("migrations.valid", count=len(migrations), latest=migrations[-1].name)
     store = open_store(config.store_url, config.s3, deadline)
     probe(store)

@@ -61,12 +61,12 @@ def version_label(migrations: Sequence[Migration], count: int) -> str:
     return migrations[count - 1].name if count else "empty (no migration applied)"
 
 
-def compare_directories(first: Path, second: Path) -> list[str]:
+def compare_directories(first: Path, second: Path, deadline: Deadline | None = None) -> list[str]:
     """Every difference, version by version, between what two migration directories build: file
     names, and the schema after each file. Empty when a database migrated from either is the same
     to the drift check and to the relayer's ledger."""
-    left, right = discover(first), discover(second)
-    replays = Replay(left), Replay(right)
+    left, right = discover(first, deadline), discover(second, deadline)
+    replays = Replay(left, deadline), Replay(right, deadline)
     found: list[str] = []
     try:
         for version in range(1, max(len(left), len(right)) + 1):
@@ -97,10 +97,9 @@ def compare_directories(first: Path, second: Path) -> list[str]:
     return found
 
 
-def require_same(first: Path, second: Path) -> int:
-    """`migrations compare`: the number of versions compared, or DatabaseProblem (exit 5) listing
-    every difference."""
-    found = compare_directories(first, second)
+def require_same(first: Path, second: Path, deadline: Deadline) -> None:
+    """`migrations compare`: DatabaseProblem (exit 5) listing every difference, if any."""
+    found = compare_directories(first, second, deadline)
     log = get_logger()
     for difference in found:
         log.error("migrations.differ", difference=difference)
@@ -110,6 +109,4 @@ def require_same(first: Path, second: Path) -> int:
             f"{'s' if len(found) > 1 else ''}): {found[0]}",
             differences=found,
         )
-    count = len(discover(first))
-    log.info("migrations.same", versions=count, first=str(first), second=str(second))
-    return count
+    log.info("migrations.same", first=str(first), second=str(second))

@@ -19,7 +19,7 @@ from job import catalog, database, snapshot
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import (
-    check_database_location,
+    check_location,
     ensure_directory,
     fsync_directory,
     require_free_space,
@@ -136,7 +136,7 @@ def run(config: Config, *, which: str, force: bool, if_db_not_exists: bool) -> d
     require_sqlite_version()
     deadline = Deadline(config.deadline)
     db_path = config.db_path
-    check_database_location(db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs)
+    check_location(config)
     store = open_store(config.store_url, config.s3, deadline)
     ensure_directory(db_path.parent)
     with held(config.lock_file, timeout=config.lock_timeout, command="restore"):

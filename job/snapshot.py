@@ -18,7 +18,7 @@ import zstandard
 from job import __version__, catalog, database, ledger
 from job.config import Config
 from job.deadline import Deadline
-from job.environment import check_database_location, require_free_space
+from job.environment import check_location, require_free_space
 from job.errors import DatabaseProblem, EnvironmentRefused, VerificationFailed
 from job.lock import held
 from job.log import get_logger
@@ -244,9 +244,7 @@ def create(
 def run(config: Config, *, reason: str, if_db_exists: bool, force: bool = False) -> dict[str, Any]:
     """`relayer-job snapshot`: under the disk lock, snapshot the database into the configured store."""
     deadline = Deadline(config.deadline)
-    check_database_location(
-        config.db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
-    )
+    check_location(config)
     store = open_store(config.store_url, config.s3, deadline)
     if not config.db_path.exists():
         if if_db_exists:

@@ -8,7 +8,7 @@ from typing import Any
 from job import catalog, database, ledger
 from job.config import Config
 from job.deadline import Deadline
-from job.environment import check_database_location
+from job.environment import check_location
 from job.errors import DatabaseProblem, JobError
 from job.migrate import assess
 from job.migrations import discover
@@ -27,10 +27,8 @@ def last_snapshot(config: Config) -> dict[str, Any] | str:
 
 def report(config: Config) -> tuple[dict[str, Any], DatabaseProblem | None]:
     """The status report, and the database problem it found (if any) for the exit code."""
-    migrations = discover(config.migrations_dir)
-    check_database_location(
-        config.db_path, disk=config.disk_mount_path, allow_network_fs=config.allow_network_fs
-    )
+    migrations = discover(config.migrations_dir, Deadline(config.deadline))
+    check_location(config, takes_lock=False)
     out: dict[str, Any] = {
         "db": str(config.db_path),
         "exists": config.db_path.exists(),
