@@ -21,9 +21,9 @@ from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_database_location, ensure_directory, require_sqlite_version
 from job.errors import (
+    DatabaseLocked,
     DatabaseProblem,
     DeadlineExceeded,
-    LockTimeout,
     MigrationFailed,
     VerificationFailed,
     sqlite_cause,
@@ -179,7 +179,7 @@ def _begin(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         if _locked_error(exc):
-            raise LockTimeout(
+            raise DatabaseLocked(
                 f"the database is locked by another process ({exc}); is the relayer running? "
                 "stop it, or let 'gate' run the job before it starts"
             ) from exc
@@ -264,9 +264,17 @@ def migrate_connection(
     *,
     deadline: Deadline,
     allow_drift: bool = False,
+    rehearsal: bool = False,
 ) -> dict[str, Any]:
-    """Adopt, apply and verify on an open connection; the facts for the run's summary."""
+    """Adopt, apply and verify on an open connection; the facts for the run's summary. A
+    rehearsal (on a scratch copy) names its events for what they mean for the real database:
+    `migration.would_apply`, not `migration.applied`."""
     log = get_logger()
+    applied_event, adopted_event = (
+        ("migration.would_apply", "migration.would_adopt")
+        if rehearsal
+        else ("migration.applied", "migration.adopted")
+    )
     assessment = assess(conn, migrations, allow_drift=allow_drift, deadline=deadline)
     if assessment.drift:
         log.warning("schema.drift", allowed=True, differences=assessment.drift)
@@ -280,19 +288,19 @@ def migrate_connection(
                 conn.execute("ROLLBACK")
     if assessment.adopt:
         _adopt(conn, assessment.adopt)
-        log.info("migration.adopted", names=[m.name for m in assessment.adopt])
+        log.info(adopted_event, names=[m.name for m in assessment.adopt])
     if not assessment.pending:
         log.info("migration.none_pending", schema_version=assessment.schema_version)
     applied = []
     for migration in assessment.pending:
         deadline.check(f"starting {migration.name}")
-        log.info("migration.started", name=migration.name)
+        log.info("migration.rehearsing" if rehearsal else "migration.started", name=migration.name)
         duration_ms = apply_one(conn, migration, deadline)
         if duration_ms is None:
             log.info("migration.skipped", name=migration.name, reason="applied by another runner")
             continue
         applied.append({"name": migration.name, "duration_ms": duration_ms})
-        log.info("migration.applied", name=migration.name, duration_ms=duration_ms)
+        log.info(applied_event, name=migration.name, duration_ms=duration_ms)
     expected = assessment.replay.schema(len(migrations))
     assessment.replay.close()
     drift = (
@@ -309,6 +317,7 @@ def migrate_connection(
         "applied": applied,
         "adopted": [m.name for m in assessment.adopt],
         "schema_version": migrations[-1].number,
+        "schema_version_before": assessment.schema_version,
         "drift": drift,
     }
 
@@ -348,6 +357,14 @@ def _dry_run(
         else:
             log.info("database.missing", path=str(config.db_path), rehearsal="empty database")
         with database.opened(copy, create=True) as conn:
-            facts = migrate_connection(conn, migrations, deadline=deadline, allow_drift=allow_drift)
-    log.info("migration.dry_run", would_apply=[a["name"] for a in facts["applied"]])
-    return {"db": str(config.db_path), "dry_run": True, **facts}
+            facts = migrate_connection(
+                conn, migrations, deadline=deadline, allow_drift=allow_drift, rehearsal=True
+            )
+    summary = {
+        "would_apply": [a["name"] for a in facts["applied"]],
+        "would_adopt": facts["adopted"],
+        "schema_version": facts["schema_version_before"],  # the live database's: nothing changed
+        "schema_version_after": facts["schema_version"],  # once the rehearsed files are applied
+    }
+    log.info("rehearsal.passed", **summary)
+    return {"db": str(config.db_path), "dry_run": True, **summary, "drift": facts["drift"]}

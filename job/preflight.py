@@ -66,7 +66,7 @@ def run(config: Config) -> dict[str, Any]:
             catalog.fetch(store, newest, rehearsal, deadline=deadline)
             log.info("rehearsal.snapshot", id=newest.id, schema_version=newest.schema_version)
         with database.opened(rehearsal, create=True) as conn:
-            facts = migrate_connection(conn, migrations, deadline=deadline)
+            facts = migrate_connection(conn, migrations, deadline=deadline, rehearsal=True)
     would_apply = [a["name"] for a in facts["applied"]]
     log.info("rehearsal.passed", would_apply=would_apply, would_adopt=facts["adopted"])
     return {
