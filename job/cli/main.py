@@ -47,6 +47,16 @@ class Parser(argparse.ArgumentParser):
         print(f"{self.prog}: error: {message}{hint}", file=sys.stderr, flush=True)
         raise UsageError(f"{self.prog}: {message}{hint}")
 
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """As argparse's, but an unknown option is reported with the usage of the subcommand
+        it was given to, not the top-level one."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            getattr(parsed, "parser", self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
 
 def build_parser() -> Parser:
     parser = Parser(
@@ -69,7 +79,7 @@ def build_parser() -> Parser:
             parents=parents,  # type: ignore[arg-type]
         )
         module.configure(command)
-        command.set_defaults(module=module)
+        command.set_defaults(module=module, parser=command)
     return parser
 
 
