@@ -256,3 +256,24 @@ def test_dev_s3_stops_with_sigterm_and_keeps_its_endpoint(tmp_path: Path) -> Non
     finally:
         for pid in _weed_pids(data_dir):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_sqlites_own_lock_is_exit_3_database_locked(tmp_path: Path) -> None:
+    """A write lock held by another connection is neither a lock timeout nor the relayer's lock."""
+    import sqlite3
+
+    from job.errors import sqlite_cause
+
+    db = tmp_path / "relayer.db"
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    other = sqlite3.connect(db, isolation_level=None, timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            other.execute("BEGIN IMMEDIATE")
+    finally:
+        other.close()
+        writer.close()
+    cause = sqlite_cause(caught.value, "migrating")
+    assert cause is not None and cause.exit_code == 3 and cause.error_code == "database_locked"

@@ -186,3 +186,20 @@ def test_failure_paths_keep_planted_secrets_out(tmp_path: Path, args, env, code:
     run = run_cli(*args, env=base_env(**{**base, **env}), cwd=tmp_path)
     assert run.rc == code, run.stdout + run.stderr
     assert_no_secret(run, planted(), " ".join(args))
+
+
+def test_a_crash_before_logging_is_set_up_is_redacted_too(monkeypatch, capsys) -> None:
+    """A bug anywhere (here: in loading the configuration) prints its traceback redacted."""
+    from job import config
+    from job.cli import main
+
+    def broken(*_: object) -> None:
+        raise RuntimeError(f"could not parse http://ops:{ENDPOINT_PASSWORD}@host{STORE_QUERY}")
+
+    monkeypatch.setattr(config, "load", broken)
+    monkeypatch.setenv("JWT_SECRET", NAMED["JWT_SECRET"])
+    assert main.main(["status", "--store", f"file:/x{STORE_QUERY}"]) == 1
+    out = capsys.readouterr()
+    assert "RuntimeError: could not parse http://ops:***@host" in out.err
+    for secret in planted():
+        assert secret not in out.out + out.err

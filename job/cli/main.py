@@ -13,6 +13,7 @@ import platform
 import sqlite3
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, NoReturn, TextIO
@@ -131,7 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging_setup.remember_secrets(argv)
     with logging_setup.redacted_output():
-        return _main(argv)
+        try:
+            return _main(argv)
+        except Exception:  # a bug before logging was set up: its traceback is redacted too
+            traceback.print_exc()
+            return 1
 
 
 def _main(argv: list[str]) -> int:
