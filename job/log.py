@@ -59,7 +59,9 @@ _SECRET_ENV = re.compile(
     re.IGNORECASE,
 )
 _MIN_SECRET_LEN = 6  # a named secret shorter than this would redact ordinary words
-_MIN_EMBEDDED_LEN = 4  # a password in a URL: its own pattern catches it in place, whatever its length
+# Embedded secrets are caught in place by their pattern whatever their length; shorter ones than
+# this are not also searched for elsewhere (in a path derived from DATABASE_URL, say).
+_MIN_EMBEDDED_LEN = 4
 _remembered: set[str] = set()
 
 
@@ -97,8 +99,7 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if environ is None else environ
     values = {v for k, v in env.items() if _SECRET_ENV.search(k) and len(v) >= _MIN_SECRET_LEN}
     for value in env.values():
-        if "=" in value or "@" in value or "Bearer" in value or "rnd_" in value:
-            values |= embedded_secrets(value)
+        values |= embedded_secrets(value)
     values |= _remembered
     spelled = {s for v in values for s in _spellings(v) if len(s) >= _MIN_EMBEDDED_LEN}
     return sorted(spelled, key=len, reverse=True)

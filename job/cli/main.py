@@ -13,8 +13,8 @@ import platform
 import sqlite3
 import sys
 import time
-import traceback
 from collections.abc import Sequence
+from traceback import print_exc
 from types import ModuleType
 from typing import Any, NoReturn, TextIO
 
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _main(argv)
         except Exception:  # a bug before logging was set up: its traceback is redacted too
-            traceback.print_exc()
+            print_exc()
             return 1
 
 
