@@ -27,7 +27,7 @@ status=0
 .venv/bin/relayer-job deploy "$@" || status=$?
 cat <<EOF
 
-Next: the same database and store by hand. In this shell:
+Next: the same database and store by hand. In your shell:
   source $(printf '%q' "$env_file")
 then for example:
   relayer-job status                    # schema version, applied migrations, last snapshot
