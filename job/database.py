@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from job.deadline import Deadline
-from job.errors import DatabaseProblem, LockTimeout, sqlite_cause
+from job.errors import DatabaseLocked, DatabaseProblem, sqlite_cause
 
 BUSY_TIMEOUT_MS = 10_000
 COPY_STEP_PAGES = 4096
@@ -69,7 +69,7 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
-            raise LockTimeout(
+            raise DatabaseLocked(
                 f"the database is locked by another process ({exc}); is the relayer running? "
                 "stop it, or let 'gate' run the job before it starts"
             ) from exc

@@ -30,9 +30,23 @@ class UsageError(JobError):
     error_code = "usage_error"
 
 
-class LockTimeout(JobError):
+class LockNotAcquired(JobError):
+    """Exit 3; the error_code says why, so that the on-call reader knows whether waiting helps."""
+
     exit_code = 3
-    error_code = "lock_timeout"
+    error_code = "lock_not_acquired"
+
+
+class LockTimeout(LockNotAcquired):
+    error_code = "lock_timeout"  # waited the whole lock timeout
+
+
+class LockHeldByRelayer(LockNotAcquired):
+    error_code = "lock_held_by_relayer"  # refused at once: held for as long as the relayer runs
+
+
+class DatabaseLocked(LockNotAcquired):
+    error_code = "database_locked"  # SQLite's own lock (busy/locked): another process writes
 
 
 class EnvironmentRefused(JobError):
@@ -87,7 +101,7 @@ def sqlite_cause(exc: sqlite3.Error, doing: str) -> JobError | None:
     if name == "SQLITE_INTERRUPT":
         return DeadlineExceeded(f"{doing}: interrupted by the deadline; raise --deadline / JOB_DEADLINE")
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or (not name and "is locked" in str(exc)):
-        return LockTimeout(
+        return DatabaseLocked(
             f"{doing}: the database is locked by another process ({exc}); is the relayer running?"
         )
     return None

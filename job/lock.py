@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from job.errors import EnvironmentRefused, LockTimeout, UsageError
+from job.errors import EnvironmentRefused, LockHeldByRelayer, LockTimeout, UsageError
 from job.log import get_logger
 
 POLL_SECONDS = 0.1
@@ -107,7 +107,7 @@ def acquire(path: Path, *, timeout: float, command: str, shared: bool = False) -
             holder = read_holder(path)
             if RELAYER_HOLDER in holder:
                 os.close(fd)
-                raise LockTimeout(
+                raise LockHeldByRelayer(
                     f"lock {path} is held by the running relayer ({holder}) for as long as it runs; "
                     "on Render restore or migrate through a redeploy (RESTORE_SNAPSHOT, see "
                     "docs/operations.md), or stop the relayer first",

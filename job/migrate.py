@@ -337,10 +337,17 @@ def migrate_connection(
     *,
     deadline: Deadline,
     allow_drift: bool = False,
+    rehearsal: bool = False,
 ) -> dict[str, Any]:
     """Assess, record what the schema proves, apply pending files and verify, on an open
-    connection; the facts for the run's summary."""
+    connection; the facts for the run's summary. A rehearsal (on a scratch copy) names its events
+    for what they mean for the real database: `migration.would_apply`, not `migration.applied`."""
     log = get_logger()
+    applied_event, adopted_event = (
+        ("migration.would_apply", "migration.would_adopt")
+        if rehearsal
+        else ("migration.applied", "migration.adopted")
+    )
     assessment = assess(conn, migrations, deadline=deadline)
     assessment.require(allow_drift)
     if assessment.accepted_by:
@@ -354,7 +361,7 @@ def migrate_connection(
     if assessment.adopt or assessment.backfill or (assessment.pending and ledger.needs_preparing(conn)):
         _write_ledger(conn, assessment)
     if assessment.adopt:
-        log.info("migration.adopted", names=[m.name for m in assessment.adopt])
+        log.info(adopted_event, names=[m.name for m in assessment.adopt])
     if assessment.backfill:
         log.info("migration.checksums_recorded", names=[m.name for m in assessment.backfill])
     if not assessment.pending:
@@ -362,14 +369,14 @@ def migrate_connection(
     applied = []
     for count, migration in enumerate(assessment.pending, start=assessment.applied + 1):
         deadline.check(f"starting {migration.name}")
-        log.info("migration.started", name=migration.name)
+        log.info("migration.rehearsing" if rehearsal else "migration.started", name=migration.name)
         check = None if allow_drift else _schema_check(assessment, migration, count)
         duration_ms = apply_one(conn, migration, deadline, check)
         if duration_ms is None:
             log.info("migration.skipped", name=migration.name, reason="applied by another runner")
             continue
         applied.append({"name": migration.name, "duration_ms": duration_ms})
-        log.info("migration.applied", name=migration.name, duration_ms=duration_ms)
+        log.info(applied_event, name=migration.name, duration_ms=duration_ms)
     drift = uncovered_drift(conn, assessment.replay.schema(len(migrations)), assessment)
     assessment.replay.close()
     if drift and not allow_drift:
@@ -383,6 +390,7 @@ def migrate_connection(
         "checksums_recorded": [m.name for m in assessment.backfill],
         "accepted_drift": [a.id for a in assessment.accepted_by],
         "schema_version": migrations[-1].number,
+        "schema_version_before": assessment.schema_version,
         "drift": drift,
     }
 
@@ -420,6 +428,14 @@ def _dry_run(
         else:
             log.info("database.missing", path=str(config.db_path), rehearsal="empty database")
         with database.opened(copy, create=True) as conn:
-            facts = migrate_connection(conn, migrations, deadline=deadline, allow_drift=allow_drift)
-    log.info("migration.dry_run", would_apply=[a["name"] for a in facts["applied"]])
-    return {"db": str(config.db_path), "dry_run": True, **facts}
+            facts = migrate_connection(
+                conn, migrations, deadline=deadline, allow_drift=allow_drift, rehearsal=True
+            )
+    summary = {
+        "would_apply": [a["name"] for a in facts["applied"]],
+        "would_adopt": facts["adopted"],
+        "schema_version": facts["schema_version_before"],  # the live database's: nothing changed
+        "schema_version_after": facts["schema_version"],  # once the rehearsed files are applied
+    }
+    log.info("rehearsal.passed", **summary)
+    return {"db": str(config.db_path), "dry_run": True, **summary, "drift": facts["drift"]}

@@ -68,7 +68,9 @@ def run(config: Config) -> dict[str, Any]:
         with database.opened(rehearsal, create=True) as conn:
             if config.schema_accept_reason and newest is not None:
                 accept.requested_once(conn, migrations, config.schema_accept_reason, deadline)
-            facts = migrate_connection(conn, migrations, deadline=deadline, allow_drift=config.allow_drift)
+            facts = migrate_connection(
+                conn, migrations, deadline=deadline, allow_drift=config.allow_drift, rehearsal=True
+            )
     would_apply = [a["name"] for a in facts["applied"]]
     log.info("rehearsal.passed", would_apply=would_apply, would_adopt=facts["adopted"])
     return {

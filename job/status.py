@@ -1,45 +1,46 @@
-"""`relayer-job status`: what the database is and where it stands, without changing anything."""
+"""`relayer-job status`: what the database is and where it stands, without changing anything.
+
+The report is one dict, rendered as text or JSON by the CLI. Each part is determined on its own,
+so that a missing database or an unusable store still leaves everything else in the report; the
+problems found are listed in it and the most fundamental one gives the exit code.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from job import catalog, database, ledger
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_location
-from job.errors import DatabaseProblem, JobError
+from job.errors import DatabaseProblem, JobError, translate
 from job.migrate import assess
-from job.migrations import discover
+from job.migrations import Migration, discover
 from job.store import open_store
 
-
-def last_snapshot(config: Config) -> dict[str, Any] | str:
-    """The newest committed snapshot in the configured store, or why it could not be read."""
-    try:
-        store = open_store(config.store_url, config.s3, Deadline(min(config.deadline, 60)))
-        newest = catalog.latest(store)
-    except JobError as exc:
-        return f"unavailable: {exc.message}"
-    return catalog.summary(newest) if newest else f"none in {store.url}"
+STORE_DEADLINE_S = 60
+T = TypeVar("T")
 
 
-def report(config: Config) -> tuple[dict[str, Any], DatabaseProblem | None]:
-    """The status report, and the database problem it found (if any) for the exit code."""
-    migrations = discover(config.migrations_dir, Deadline(config.deadline))
+def _last_snapshot(config: Config, out: dict[str, Any]) -> None:
+    out["last_snapshot"] = "unavailable"
+    store = open_store(config.store_url, config.s3, Deadline(min(config.deadline, STORE_DEADLINE_S)))
+    newest = catalog.latest(store)
+    out["last_snapshot"] = catalog.summary(newest) if newest else f"none in {store.url}"
+
+
+def _database(config: Config, migrations: list[Migration] | None, out: dict[str, Any]) -> None:
     check_location(config, takes_lock=False)
-    out: dict[str, Any] = {
-        "db": str(config.db_path),
-        "exists": config.db_path.exists(),
-        "migrations_dir": str(config.migrations_dir),
-        "sqlite_version": sqlite3.sqlite_version,
-        "last_snapshot": last_snapshot(config),
-    }
     if not out["exists"]:
-        out.update(applied=[], pending=[m.name for m in migrations], schema_version=0)
-        return out, None
-    problem = None
+        out.update(applied=[], schema_version=0)
+        if migrations is not None:
+            out["pending"] = [m.name for m in migrations]
+        raise DatabaseProblem(
+            f"the database {config.db_path} does not exist: check --db / DATABASE_PATH, or "
+            "restore a snapshot (relayer-job restore ID)"
+        )
     with database.opened(config.db_path) as conn:
         details = database.info(conn)
         entries = ledger.read(conn)
@@ -57,61 +58,108 @@ def report(config: Config) -> tuple[dict[str, Any], DatabaseProblem | None]:
                 for e in sorted(entries.values(), key=lambda e: e.name)
             ],
         )
+        if migrations is None:
+            return
         try:
             assessment = assess(conn, migrations)
         except DatabaseProblem as exc:
-            problem = exc
-            out.update(problem=exc.message, drift=exc.facts.get("drift", {}))
-        else:
-            out.update(
-                schema_version=assessment.schema_version,
-                pending=[m.name for m in assessment.pending],
-                unrecorded_but_applied=[m.name for m in assessment.adopt],
-                ran_but_unrecorded=[m.name for m in assessment.unrecorded],
-                checksums_to_record=[m.name for m in assessment.backfill],
-                drift=assessment.drift,
-                drift_accepted_by=[a.id for a in assessment.accepted_by],
-                acceptances=[a.summary() for a in assessment.acceptances],
-            )
-            assessment.replay.close()
-            if assessment.problem is not None:
-                problem = assessment.problem
-                out.update(problem=problem.message)
-    return out, problem
+            out["drift"] = exc.facts.get("drift", {})
+            raise
+        assessment.replay.close()
+    out.update(
+        schema_version=assessment.schema_version,
+        pending=[m.name for m in assessment.pending],
+        unrecorded_but_applied=[m.name for m in assessment.adopt],
+        ran_but_unrecorded=[m.name for m in assessment.unrecorded],
+        checksums_to_record=[m.name for m in assessment.backfill],
+        drift=assessment.drift,
+        drift_accepted_by=[a.id for a in assessment.accepted_by],
+        acceptances=[a.summary() for a in assessment.acceptances],
+    )
+    if assessment.problem is not None:
+        raise assessment.problem
+
+
+def _attempt(step: Callable[[], T], problems: list[JobError]) -> T | None:
+    """Run one part of the report; a failure the job understands becomes a listed problem."""
+    try:
+        return step()
+    except JobError as exc:
+        problems.append(exc)
+    except Exception as exc:
+        known = translate(exc)
+        if known is None:
+            raise
+        problems.append(known)
+    return None
+
+
+def report(config: Config) -> tuple[dict[str, Any], JobError | None]:
+    """The status report, and the problem that decides the exit code (None: all is well). With
+    several, the lowest exit code wins: configuration (2) before environment (4), database (5)
+    and store (6), because fixing it may fix the others."""
+    out: dict[str, Any] = {
+        "db": str(config.db_path),
+        "exists": config.db_path.exists(),
+        "migrations_dir": str(config.migrations_dir),
+        "sqlite_version": sqlite3.sqlite_version,
+    }
+    problems: list[JobError] = []
+    migrations = _attempt(lambda: discover(config.migrations_dir, Deadline(config.deadline)), problems)
+    _attempt(lambda: _database(config, migrations, out), problems)
+    _attempt(lambda: _last_snapshot(config, out), problems)
+    worst = min(problems, key=lambda p: p.exit_code, default=None)
+    out["problems"] = [
+        {"error_code": p.error_code, "exit_code": p.exit_code, "error": p.message} for p in problems
+    ]
+    out["exit_code"] = worst.exit_code if worst else 0
+    return out, worst
+
+
+def _columns(rows: list[list[str]]) -> str:
+    """Rows of cells, each column as wide as its widest cell; a row's last cell is not padded
+    (it may be long), so that labels and the columns after them line up whatever the lengths."""
+    widths: dict[int, int] = {}
+    for row in rows:
+        for i, cell in enumerate(row[:-1]):
+            widths[i] = max(widths.get(i, 0), len(cell))
+    return "\n".join(
+        "  ".join([cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + row[-1:]) for row in rows
+    )
 
 
 def render_text(status: dict[str, Any]) -> str:
     """The human-readable form of the report."""
-    lines = [f"database        {status['db']}" + ("" if status["exists"] else " (does not exist)")]
-    if status["exists"]:
-        lines.append(
-            f"size            {status.get('size_bytes', 0)} bytes, journal mode {status.get('journal_mode')}"
+    rows = [["database", status["db"] + ("" if status["exists"] else " (does not exist)")]]
+    if "size_bytes" in status:
+        rows.append(
+            ["size", f"{status.get('size_bytes', 0)} bytes, journal mode {status.get('journal_mode')}"]
         )
-    lines.append(f"sqlite          {status['sqlite_version']}")
-    lines.append(f"schema version  {status.get('schema_version', 'unknown')}")
+    rows.append(["sqlite", status["sqlite_version"]])
+    rows.append(["schema version", str(status.get("schema_version", "unknown"))])
     for entry in status.get("applied", []):
-        lines.append(f"applied         {entry['name']}  {entry['applied_at'] or ''}  {entry['applied_by']}")
+        rows.append(["applied", entry["name"], entry["applied_at"] or "", entry["applied_by"]])
     for name in status.get("unrecorded_but_applied", []):
-        lines.append(f"unrecorded      {name} (schema has it; 'migrate' will record it)")
+        rows.append(["unrecorded", name, "(schema has it; 'migrate' will record it)"])
     for name in status.get("ran_but_unrecorded", []):
-        lines.append(f"unrecorded      {name} (schema has it, ledger does not: see problem)")
+        rows.append(["unrecorded", name, "(schema has it, the ledger does not: see the problem)"])
     for name in status.get("checksums_to_record", []):
-        lines.append(f"no checksum     {name} (recorded by the relayer; 'migrate' will add it)")
+        rows.append(["no checksum", name, "(recorded by the relayer; 'migrate' or 'deploy' adds it)"])
     for name in status.get("pending", []):
-        lines.append(f"pending         {name}")
-    accepted = " (accepted)" if status.get("drift_accepted_by") else ""
+        rows.append(["pending", name])
+    label = "drift (accepted)" if status.get("drift_accepted_by") else "drift"
     for obj, items in status.get("drift", {}).items():
-        lines.append(f"drift{accepted:11} {obj}: {'; '.join(items)}")
+        rows.append([label, f"{obj}: {'; '.join(items)}"])
     for entry in status.get("acceptances", []):
         state = "active" if entry["active"] else f"revoked {entry['revoked_at']}"
         what = ", ".join(entry["differences"]) or f"adopted {', '.join(entry['adopted'])}"
-        lines.append(
-            f"acceptance      #{entry['id']} {entry['accepted_at']} {state}: {entry['reason']!r} ({what})"
+        rows.append(
+            [f"acceptance #{entry['id']}", entry["accepted_at"], state, f"{entry['reason']!r} ({what})"]
         )
-    if "problem" in status:
-        lines.append(f"problem         {status['problem']}")
     snapshot = status.get("last_snapshot")
     if isinstance(snapshot, dict):
         snapshot = f"{snapshot['id']} ({snapshot['reason']}, schema {snapshot['schema_version']})"
-    lines.append(f"last snapshot   {snapshot}")
-    return "\n".join(lines)
+    rows.append(["last snapshot", str(snapshot)])
+    for problem in status.get("problems", []):
+        rows.append(["problem", f"exit {problem['exit_code']}: {problem['error']}"])
+    return _columns(rows)

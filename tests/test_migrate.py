@@ -326,7 +326,12 @@ def test_dry_run_reports_and_leaves_the_database_untouched(cli, db_path) -> None
     before = sha(db_path)
     run = cli("migrate", "--db", str(db_path), "--dry-run")
     assert run.rc == 0 and run.finished["dry_run"] is True
-    assert [a["name"] for a in run.finished["applied"]] == ALL[1:]
+    # Said as what would happen: nothing is reported as applied, the live version stays.
+    assert run.finished["would_apply"] == ALL[1:] and "applied" not in run.finished
+    assert run.finished["schema_version"] == 1 and run.finished["schema_version_after"] == 4
+    names = [e["event"] for e in run.events]
+    assert not [n for n in names if n in ("migration.applied", "migration.adopted", "migration.started")]
+    assert [e["name"] for e in run.events if e["event"] == "migration.would_apply"] == ALL[1:]
     assert sha(db_path) == before
     assert [r[0] for r in query(db_path, "SELECT name FROM _schema_migrations")] == ALL[:1]
 

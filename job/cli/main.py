@@ -14,8 +14,9 @@ import sqlite3
 import sys
 import time
 from collections.abc import Sequence
+from traceback import print_exc
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from job import __version__
 from job import config as config_module
@@ -53,10 +54,23 @@ USES_STORE: set[str] = {"status", "snapshot", "snapshots", "deploy", "gate", "pr
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
+        """Usage and the error on stderr, as every CLI does; then exit 2 through job.finished."""
         hint = ""
         if "argument COMMAND: invalid choice" in message:
             hint = " (options go after the subcommand: relayer-job COMMAND --option ...)"
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}{hint}", file=sys.stderr, flush=True)
         raise UsageError(f"{self.prog}: {message}{hint}")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """As argparse's, but an unknown option is reported with the usage of the subcommand
+        it was given to, not the top-level one."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            getattr(parsed, "parser", self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 def build_parser() -> Parser:
@@ -80,7 +94,7 @@ def build_parser() -> Parser:
             parents=parents,  # type: ignore[arg-type]
         )
         module.configure(command)
-        command.set_defaults(module=module)
+        command.set_defaults(module=module, parser=command)
     return parser
 
 
@@ -96,10 +110,29 @@ def _finish(started: float, outcome: str, exit_code: int, **facts: Any) -> int:
     return exit_code
 
 
-def _fallback_logging(command: str) -> None:
-    """Logging before the configuration is known (or when it is invalid)."""
-    fmt = "console" if sys.stdout.isatty() else "json"
-    logging_setup.configure(fmt=fmt, level="info", command=command)
+def _log_stream(command: str) -> TextIO:
+    """Commands whose stdout is a report log to stderr, from the first byte."""
+    module = COMMANDS.get(command)
+    return sys.stderr if getattr(module, "WRITES_STDOUT", False) else sys.stdout
+
+
+def _asked_log_format(argv: list[str]) -> str | None:
+    """--log-format or LOG_FORMAT as given, for the errors found before they are parsed."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--log-format="):
+            return arg.partition("=")[2]
+        if arg == "--log-format" and i + 1 < len(argv):
+            return argv[i + 1]
+    return os.environ.get("LOG_FORMAT")
+
+
+def _fallback_logging(command: str, fmt: object) -> None:
+    """Logging before the configuration is known (or when it is invalid): the asked format if it
+    is a valid one, on the stream the command logs to."""
+    stream = _log_stream(command)
+    if fmt not in config_module.LOG_FORMATS:
+        fmt = "console" if stream.isatty() else "json"
+    logging_setup.configure(fmt=str(fmt), level="info", command=command, stream=stream)
 
 
 def _fail(started: float, exc: JobError, *, traceback: bool) -> int:
@@ -110,25 +143,33 @@ def _fail(started: float, exc: JobError, *, traceback: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    started = time.monotonic()
     argv = list(sys.argv[1:] if argv is None else argv)
+    logging_setup.remember_secrets(argv)
+    with logging_setup.redacted_output():
+        try:
+            return _main(argv)
+        except Exception:  # a bug before logging was set up: its traceback is redacted too
+            print_exc()
+            return 1
+
+
+def _main(argv: list[str]) -> int:
+    started = time.monotonic()
+    asked_format = _asked_log_format(argv)
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
-        _fallback_logging(command=next((a for a in argv if a in COMMANDS), "?"))
+        _fallback_logging(next((a for a in argv if a in COMMANDS), "?"), asked_format)
         return _fail(started, exc, traceback=False)
     command: str = args.command
     module: ModuleType = args.module
     try:
         config = config_module.load(vars(args))
     except UsageError as exc:
-        _fallback_logging(command=command)
+        _fallback_logging(command, asked_format)
         return _fail(started, exc, traceback=False)
     logging_setup.configure(
-        fmt=config.log_format,
-        level=config.log_level,
-        command=command,
-        stream=sys.stderr if getattr(module, "WRITES_STDOUT", False) else sys.stdout,
+        fmt=config.log_format, level=config.log_level, command=command, stream=_log_stream(command)
     )
     log = logging_setup.get_logger()
     log.info(

