@@ -2,64 +2,150 @@
 audited, instead of overriding the drift check on every deploy.
 
 On the disk, under the lock, after a snapshot (the way back). Two situations:
-- the schema differs from the replay of the recorded migrations (drift): the differences are
-  recorded with fingerprints of each object (job.acceptance) and covered from then on;
+- the schema differs from the replay of the recorded migrations (drift): the differing items are
+  recorded with fingerprints (job.acceptance) and covered from then on;
 - the schema equals the replay of more files than the ledger records (the relayer's runner died
   after running a file, before recording it): the operator vouches that the file ran to its end,
   and the files are recorded in the ledger ("adopted by operator").
+Before anything is recorded, the acceptance is rehearsed on a scratch copy together with the
+pending migrations: an acceptance that would not get the next deploy through, or that leaves the
+relayer without something its migrations create, is refused, and nothing is written.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from job import acceptance, database, ledger, snapshot
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_location, require_sqlite_version
-from job.errors import DatabaseProblem, UsageError
+from job.errors import DatabaseProblem, JobError, UsageError
 from job.lock import held
 from job.log import get_logger
-from job.migrate import APPLIED_BY, Assessment, assess
+from job.migrate import APPLIED_BY, Assessment, assess, migrate_connection
 from job.migrations import Migration, discover
 from job.replay import version_label
+from job.schema import describe, difference_items, group, summarise
 from job.store import open_store
 
 
-def _record(conn: sqlite3.Connection, assessment: Assessment, *, reason: str) -> dict[str, Any]:
-    """Write the acceptance (and any adopted ledger rows) in one transaction; the facts."""
+def _record(conn: sqlite3.Connection, assessment: Assessment, reason: str) -> int:
+    """Write the acceptance (and any adopted ledger rows) in one transaction; its id."""
     now = database.now_iso()
-    adopted = [m.name for m in assessment.unrecorded]
-    expected = assessment.expected or {}
     with database.write_transaction(conn):
-        if adopted:
+        if assessment.unrecorded:
             ledger.prepare(conn)
             for migration in assessment.unrecorded:
-                ledger.record(
-                    conn,
-                    ledger.Entry(
-                        migration.name,
-                        migration.checksum,
-                        now,
-                        None,
-                        f"{APPLIED_BY} (adopted by operator: {reason})",
-                    ),
+                entry = ledger.Entry(
+                    migration.name,
+                    migration.checksum,
+                    now,
+                    None,
+                    f"{APPLIED_BY} (adopted by operator: {reason})",
                 )
-        acceptance_id = acceptance.record(
+                ledger.record(conn, entry)
+        return acceptance.record(
             conn,
             accepted_at=now,
             reason=reason,
             accepted_by=APPLIED_BY,
             ledger_version=version_label(assessment.migrations, assessment.applied),
-            drift={} if adopted else assessment.drift,
+            items={} if assessment.unrecorded else assessment.uncovered,
             live=assessment.live,
-            expected=expected,
-            adopted=adopted,
+            adopted=[m.name for m in assessment.unrecorded],
             deploy=snapshot.deploy_context(),
         )
-    accepted = {} if adopted else assessment.drift
-    return {"acceptance_id": acceptance_id, "adopted": adopted, "accepted": accepted}
+
+
+def _rehearse(conn: sqlite3.Connection, assessment: Assessment, reason: str, deadline: Deadline) -> None:
+    """Accept on a scratch copy, apply the pending migrations there, and require that the result
+    lacks nothing the migrations create; DatabaseProblem (exit 5) naming why otherwise."""
+    migrations = assessment.migrations
+    with tempfile.TemporaryDirectory(prefix="relayer-job-accept-") as scratch:
+        copy = Path(scratch) / "rehearsal.db"
+        database.copy_consistent(conn, copy, deadline=deadline)
+        try:
+            with database.opened(copy) as rehearsal:
+                _record(rehearsal, assess(rehearsal, migrations, deadline=deadline), reason)
+                migrate_connection(rehearsal, migrations, deadline=deadline, rehearsal=True)
+                final = describe(rehearsal)
+        except JobError as exc:
+            raise DatabaseProblem(
+                f"accepting this would not get the next deploy through: {exc.message}; nothing was "
+                "recorded. Restore a snapshot taken before the problem, or repair the schema by hand "
+                "(e.g. run the rest of a half-applied file), then accept what remains"
+            ) from exc
+    expected = assessment.replay.schema(len(migrations)) or {}
+    missing = {k: i for k, i in difference_items(final, expected).items() if i.live is None}
+    if missing:
+        raise DatabaseProblem(
+            f"refusing to accept a schema that lacks what the migrations create and the relayer "
+            f"uses: {summarise(group(missing))}; nothing was recorded. Restore a snapshot, or "
+            "re-create what is missing, then accept what remains"
+        )
+
+
+def accept(
+    conn: sqlite3.Connection,
+    migrations: list[Migration],
+    reason: str,
+    deadline: Deadline,
+    *,
+    fingerprint: str | None = None,
+) -> dict[str, Any]:
+    """Accept the current state of `conn` (see the module docstring); the facts. With
+    `fingerprint`, only the very difference that fingerprint names."""
+    log = get_logger()
+    assessment = assess(conn, migrations, deadline=deadline)
+    try:
+        if assessment.problem is None:
+            covered = [a.label() for a in assessment.accepted_by]
+            log.info(
+                "schema.nothing_to_accept",
+                schema_version=assessment.schema_version,
+                already_accepted_by=covered,
+            )
+            return {"acceptance_id": None, "already_accepted_by": covered}
+        if not (assessment.unrecorded or assessment.overridable):
+            raise DatabaseProblem(
+                f"cannot accept this state: {assessment.problem.message}", drift=assessment.drift
+            )
+        if fingerprint is not None and fingerprint != assessment.fingerprint:
+            raise DatabaseProblem(
+                f"SCHEMA_ACCEPT_FINGERPRINT={fingerprint} does not name the current difference "
+                f"(fingerprint {assessment.fingerprint}: {assessment.problem.message}); nothing was "
+                "accepted: check what changed, then set the fingerprint this message shows",
+                drift=group(assessment.uncovered),
+            )
+        _rehearse(conn, assessment, reason, deadline)
+        acceptance_id = _record(conn, assessment, reason)
+    finally:
+        assessment.replay.close()
+    facts = {
+        "acceptance_id": acceptance_id,
+        "adopted": [m.name for m in assessment.unrecorded],
+        "accepted": {} if assessment.unrecorded else group(assessment.uncovered),
+        "fingerprint": assessment.fingerprint,
+    }
+    log.warning("schema.accepted", id=acceptance_id, reason=reason, **facts)
+    return facts
+
+
+def requested_once(
+    conn: sqlite3.Connection, migrations: list[Migration], config: Config, deadline: Deadline
+) -> dict[str, Any] | None:
+    """The start-path form (SCHEMA_ACCEPT_REASON with SCHEMA_ACCEPT_FINGERPRINT, used by deploy,
+    gate and preflight): accept only the difference the fingerprint names, so that leaving the
+    variables set can never accept a later, different difference."""
+    if not config.schema_accept_reason:
+        return None
+    return accept(
+        conn, migrations, config.schema_accept_reason, deadline, fingerprint=config.schema_accept_fingerprint
+    )
 
 
 def run(config: Config, *, reason: str | None, revoke: int | None) -> dict[str, Any]:
@@ -77,7 +163,10 @@ def run(config: Config, *, reason: str | None, revoke: int | None) -> dict[str, 
     check_location(config)
     store = open_store(config.store_url, config.s3, deadline)
     if not db_path.exists():
-        raise DatabaseProblem(f"database {db_path} does not exist: there is nothing to accept (check --db)")
+        raise DatabaseProblem(
+            f"database {db_path} does not exist: there is nothing to accept (check --db / "
+            "DATABASE_PATH / DATABASE_URL)"
+        )
     with held(config.lock_file, timeout=config.lock_timeout, command="schema accept", shared=True):
         with database.opened(db_path) as conn:
             database.require_healthy(conn, f"database {db_path}")
@@ -94,52 +183,6 @@ def run(config: Config, *, reason: str | None, revoke: int | None) -> dict[str, 
         if facts.get("acceptance_id") or facts.get("revoked"):
             snapshot.create(db_path, store, reason="post-accept", deadline=deadline)
     return {**facts, "snapshot_id": before["snapshot_id"]}
-
-
-def accept(
-    conn: sqlite3.Connection, migrations: list[Migration], reason: str, deadline: Deadline
-) -> dict[str, Any]:
-    """Accept the current state of `conn` (see the module docstring); the facts."""
-    assessment = assess(conn, migrations, deadline=deadline)
-    try:
-        return _accept(conn, assessment, reason)
-    finally:
-        assessment.replay.close()
-
-
-def requested_once(
-    conn: sqlite3.Connection, migrations: list[Migration], reason: str, deadline: Deadline
-) -> dict[str, Any] | None:
-    """The start-path form (SCHEMA_ACCEPT_REASON, used by deploy, gate and preflight): accept once
-    per reason. A reason already recorded is not applied again, so leaving the variable set can
-    never accept a later, different difference."""
-    if any(a.reason == reason for a in acceptance.load(conn)):
-        get_logger().info("schema.accept_already_done", reason=reason)
-        return None
-    return accept(conn, migrations, reason, deadline)
-
-
-def _accept(conn: sqlite3.Connection, assessment: Assessment, reason: str) -> dict[str, Any]:
-    log = get_logger()
-    if assessment.problem is not None and not (assessment.unrecorded or assessment.overridable):
-        raise DatabaseProblem(
-            f"cannot accept this state: {assessment.problem.message}", drift=assessment.drift
-        )
-    if assessment.problem is None:
-        covered = [a.label() for a in assessment.accepted_by]
-        log.info(
-            "schema.nothing_to_accept", schema_version=assessment.schema_version, already_accepted_by=covered
-        )
-        return {"acceptance_id": None, "already_accepted_by": covered}
-    facts = _record(conn, assessment, reason=reason)
-    log.warning(
-        "schema.accepted",
-        id=facts["acceptance_id"],
-        reason=reason,
-        differences=facts["accepted"],
-        adopted=facts["adopted"],
-    )
-    return facts
 
 
 def _require_active(conn: sqlite3.Connection, acceptance_id: int) -> None:

@@ -1,10 +1,12 @@
 """Accepted schema differences: a known difference between the live schema and the migrations,
 accepted once by an operator (`schema accept --reason`), audited, and honoured by every later run.
 
-An acceptance records, for each object that differs, a fingerprint of its live description and of
-the description the migrations give it. It covers a later difference only while both fingerprints
-still match: any other or additional difference, or a migration that changes an accepted object, is
-drift again. The table belongs to the job; the relayer never reads it, and the drift check ignores it.
+An acceptance records, for each differing item (a column, an index, a constraint, a whole object),
+a fingerprint of its live description and of the description the migrations give it. It covers a
+later difference only while both fingerprints still match: any other or additional difference is
+drift again, and so is a migration that changes an accepted item (job.migrate checks that inside
+the migration's transaction). The table belongs to the job; the relayer never reads it, and the
+drift check ignores it.
 """
 
 from __future__ import annotations
@@ -15,20 +17,38 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from job.schema import ACCEPTANCES_TABLE, Schema
+from job.errors import DatabaseProblem
+from job.schema import ACCEPTANCES_TABLE, Item, Schema, lookup
 
 TABLE = ACCEPTANCES_TABLE
 ABSENT = "absent"
+COLUMNS = (
+    "id",
+    "accepted_at",
+    "reason",
+    "accepted_by",
+    "ledger_version",
+    "live_fingerprint",
+    "differences",
+    "objects",
+    "adopted",
+    "deploy",
+    "revoked_at",
+    "revoked_by",
+)
 
 
 def fingerprint(description: Any) -> str:
-    """A short, stable fingerprint of a schema (or of one object's description)."""
+    """A short, stable fingerprint of a schema, of one item's description (None: absent), or of a
+    set of differences."""
+    if description is None:
+        return ABSENT
     canonical = json.dumps(description, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _object_fingerprint(schema: Schema, key: str) -> str:
-    return fingerprint(schema[key]) if key in schema else ABSENT
+def prints(item: Item) -> dict[str, str]:
+    return {"live": fingerprint(item.live), "expected": fingerprint(item.expected)}
 
 
 @dataclass(frozen=True)
@@ -40,7 +60,7 @@ class Acceptance:
     ledger_version: str
     live_fingerprint: str
     differences: dict[str, list[str]]
-    objects: dict[str, dict[str, str]]  # object key -> {"live": fp, "expected": fp}
+    items: dict[str, dict[str, str]]  # item key -> {"live": fp, "expected": fp}
     adopted: list[str]
     deploy: dict[str, str]
     revoked_at: str | None = None
@@ -74,61 +94,99 @@ def exists(conn: sqlite3.Connection) -> bool:
     return row.fetchone() is not None
 
 
+def _damaged(what: str) -> DatabaseProblem:
+    return DatabaseProblem(
+        f"{TABLE} is damaged: {what}; it is the job's record of accepted schema differences, never "
+        "edited by hand: restore a snapshot taken before the change, or drop the table (every "
+        "acceptance is then gone) and accept again"
+    )
+
+
+def _row(row: tuple[Any, ...]) -> Acceptance:
+    try:
+        raw = dict(zip(COLUMNS, row, strict=True))
+        decoded = {k: json.loads(raw[k]) for k in ("differences", "objects", "adopted", "deploy")}
+        shapes_ok = (
+            isinstance(raw["id"], int)
+            and all(isinstance(raw[k], str) for k in COLUMNS[1:6])
+            and isinstance(decoded["differences"], dict)
+            and all(isinstance(v, list) for v in decoded["differences"].values())
+            and isinstance(decoded["objects"], dict)
+            and all(
+                isinstance(v, dict) and set(v) == {"live", "expected"} for v in decoded["objects"].values()
+            )
+            and isinstance(decoded["adopted"], list)
+            and isinstance(decoded["deploy"], dict)
+            and all(raw[k] is None or isinstance(raw[k], str) for k in ("revoked_at", "revoked_by"))
+        )
+    except (TypeError, ValueError) as exc:
+        raise _damaged(f"row {row[0]!r} does not parse ({exc})") from exc
+    if not shapes_ok:
+        raise _damaged(f"row {row[0]!r} has fields of the wrong type")
+    return Acceptance(
+        id=raw["id"],
+        accepted_at=raw["accepted_at"],
+        reason=raw["reason"],
+        accepted_by=raw["accepted_by"],
+        ledger_version=raw["ledger_version"],
+        live_fingerprint=raw["live_fingerprint"],
+        differences=decoded["differences"],
+        items=decoded["objects"],
+        adopted=decoded["adopted"],
+        deploy=decoded["deploy"],
+        revoked_at=raw["revoked_at"],
+        revoked_by=raw["revoked_by"],
+    )
+
+
 def load(conn: sqlite3.Connection) -> list[Acceptance]:
-    """Every acceptance ever recorded in this database, oldest first (empty without the table)."""
+    """Every acceptance ever recorded in this database, oldest first (empty without the table);
+    DatabaseProblem (exit 5) naming the table when it is not the job's or a row does not parse."""
     if not exists(conn):
         return []
-    rows = conn.execute(
-        f"SELECT id, accepted_at, reason, accepted_by, ledger_version, live_fingerprint, differences, "
-        f"objects, adopted, deploy, revoked_at, revoked_by FROM {TABLE} ORDER BY id"
-    ).fetchall()
-    return [
-        Acceptance(
-            id=row[0],
-            accepted_at=row[1],
-            reason=row[2],
-            accepted_by=row[3],
-            ledger_version=row[4],
-            live_fingerprint=row[5],
-            differences=json.loads(row[6]),
-            objects=json.loads(row[7]),
-            adopted=json.loads(row[8]),
-            deploy=json.loads(row[9]),
-            revoked_at=row[10],
-            revoked_by=row[11],
-        )
-        for row in rows
-    ]
+    present = [r[1] for r in conn.execute(f"PRAGMA table_info({TABLE})")]
+    if set(present) != set(COLUMNS):
+        raise _damaged(f"its columns are {', '.join(present)}, not the job's")
+    rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY id").fetchall()
+    return [_row(row) for row in rows]
 
 
-def uncovered(
-    drift: dict[str, list[str]], live: Schema, expected: Schema, acceptances: list[Acceptance]
-) -> tuple[dict[str, list[str]], list[Acceptance]]:
-    """The part of `drift` no active acceptance covers, and the acceptances that cover the rest.
-    An object is covered only while its live and its expected description are both exactly as they
-    were when the difference was accepted (the newest acceptance of an object decides)."""
+def _newest(acceptances: list[Acceptance]) -> dict[str, tuple[Acceptance, dict[str, str]]]:
+    """For every accepted item, the newest active acceptance of it and its fingerprints."""
     newest: dict[str, tuple[Acceptance, dict[str, str]]] = {}
     for acceptance in acceptances:
         if acceptance.active:
-            for key, prints in acceptance.objects.items():
-                newest[key] = (acceptance, prints)
-    left: dict[str, list[str]] = {}
+            for key, item_prints in acceptance.items.items():
+                newest[key] = (acceptance, item_prints)
+    return newest
+
+
+def uncovered(
+    items: dict[str, Item], acceptances: list[Acceptance]
+) -> tuple[dict[str, Item], list[Acceptance]]:
+    """The differences no active acceptance covers, and the acceptances that cover the rest. An
+    item is covered only while its live and its expected description are both exactly as they were
+    when it was accepted."""
+    newest = _newest(acceptances)
+    left: dict[str, Item] = {}
     used: dict[int, Acceptance] = {}
-    for key, items in drift.items():
+    for key, item in items.items():
         found = newest.get(key)
-        now = {"live": _object_fingerprint(live, key), "expected": _object_fingerprint(expected, key)}
-        if found is not None and found[1] == now:
+        if found is not None and found[1] == prints(item):
             used[found[0].id] = found[0]
         else:
-            left[key] = items
+            left[key] = item
     return left, list(used.values())
 
 
-def touched_objects(drift: dict[str, list[str]], acceptances: list[Acceptance]) -> list[str]:
-    """Objects of `drift` that an active acceptance names (with other fingerprints): the accepted
-    difference changed, e.g. a later migration altered the object."""
-    named = {key for a in acceptances if a.active for key in a.objects}
-    return sorted(key for key in drift if key in named)
+def changed_items(before: Schema, after: Schema, acceptances: list[Acceptance]) -> list[str]:
+    """Accepted items whose live description differs between two schemas: something (a migration)
+    touched what an operator accepted as it was."""
+    return sorted(
+        key
+        for key in _newest(acceptances)
+        if fingerprint(lookup(before, key)) != fingerprint(lookup(after, key))
+    )
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
@@ -148,18 +206,16 @@ def record(
     reason: str,
     accepted_by: str,
     ledger_version: str,
-    drift: dict[str, list[str]],
+    items: dict[str, Item],
     live: Schema,
-    expected: Schema,
     adopted: list[str],
     deploy: dict[str, str],
 ) -> int:
     """Record one acceptance; its id. Call inside the caller's write transaction."""
     _prepare(conn)
-    objects = {
-        key: {"live": _object_fingerprint(live, key), "expected": _object_fingerprint(expected, key)}
-        for key in drift
-    }
+    grouped: dict[str, list[str]] = {}
+    for item in items.values():
+        grouped.setdefault(item.obj, []).append(item.message)
     cursor = conn.execute(
         f"INSERT INTO {TABLE} (accepted_at, reason, accepted_by, ledger_version, live_fingerprint, "
         "differences, objects, adopted, deploy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -169,8 +225,8 @@ def record(
             accepted_by,
             ledger_version,
             fingerprint(live),
-            json.dumps(drift, sort_keys=True),
-            json.dumps(objects, sort_keys=True),
+            json.dumps(grouped, sort_keys=True),
+            json.dumps({key: prints(item) for key, item in items.items()}, sort_keys=True),
             json.dumps(adopted),
             json.dumps(deploy, sort_keys=True),
         ),

@@ -55,6 +55,7 @@ class Config:
     restore_snapshot: str | None = None
     allow_drift: bool = False
     schema_accept_reason: str | None = None
+    schema_accept_fingerprint: str | None = None
 
 
 def _pick(flags: Mapping[str, Any], env: Mapping[str, str], flag: str, var: str) -> tuple[Any, str] | None:
@@ -131,6 +132,10 @@ def _path(raw: Any, _: str) -> Path:
 
 
 def _db_path(flags: Mapping[str, Any], env: Mapping[str, str]) -> Path:
+    read_by_relayer = next((v for v in ("DATABASE_PATH", "DATABASE_URL") if v in env), None)
+    if flags.get("db") is None and read_by_relayer and not env[read_by_relayer].strip():
+        # The relayer takes a set variable as it is, and "" makes SQLite open a temporary database.
+        raise UsageError(f"{read_by_relayer} is set but empty; set it to the database file or unset it")
     picked = _pick(flags, env, "--db", "DATABASE_PATH")
     if picked is not None:
         path = dburl.from_name(str(picked[0]), picked[1])
@@ -208,6 +213,12 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         storage_class=_parse(flags, env, "--s3-storage-class", "S3_STORAGE_CLASS", None, _text),
         part_size_mb=_parse(flags, env, "--s3-part-size-mb", "S3_PART_SIZE_MB", 16, _part_size),
     )
+    requested = [bool(env.get(v, "").strip()) for v in ("SCHEMA_ACCEPT_REASON", "SCHEMA_ACCEPT_FINGERPRINT")]
+    if requested[0] != requested[1]:
+        raise UsageError(
+            "SCHEMA_ACCEPT_REASON and SCHEMA_ACCEPT_FINGERPRINT go together: the reason, and the "
+            "fingerprint of the difference to accept that the exit-5 message (and 'status') prints"
+        )
     if s3.sse_kms_key_id and s3.sse != "aws:kms":
         raise UsageError("--s3-sse-kms-key-id / S3_SSE_KMS_KEY_ID needs --s3-sse aws:kms")
     return Config(
@@ -228,6 +239,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         allow_new_database=bool(flags.get("allow_new_database"))
         or _parse({}, env, "--allow-new-database", "ALLOW_NEW_DATABASE", False, _flag),
         schema_accept_reason=_parse({}, env, "", "SCHEMA_ACCEPT_REASON", None, _text) or None,
+        schema_accept_fingerprint=_parse({}, env, "", "SCHEMA_ACCEPT_FINGERPRINT", None, _text) or None,
         allow_drift=bool(flags.get("allow_drift"))
         or _parse({}, env, "--allow-drift", "ALLOW_DRIFT", False, _flag),
     )

@@ -132,6 +132,11 @@ def require_healthy(conn: sqlite3.Connection, what: str) -> None:
     problems = quick_check(conn)
     if problems:
         raise DatabaseProblem(f"{what} failed quick_check: {'; '.join(problems[:3])}")
+    require_foreign_keys(conn, what)
+
+
+def require_foreign_keys(conn: sqlite3.Connection, what: str) -> None:
+    """foreign_key_check, or DatabaseProblem (exit 5) naming the first violations."""
     fk = foreign_key_problems(conn)
     if fk:
         raise DatabaseProblem(f"{what} has foreign key violations: {'; '.join(fk[:3])}")

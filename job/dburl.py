@@ -17,12 +17,15 @@ from urllib.parse import parse_qsl, unquote
 from job.errors import UsageError
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
-_REFUSED_URI_OPTIONS = {
-    "mode": {"rw", "rwc"},  # allowed values; ro and memory are not the relayer's read-write file
+# Allowed values of the options that change what is opened or how (SQLite compares mode and vfs
+# case-sensitively; "RW" is an error for SQLite, so the relayer could not open such a URI).
+_ALLOWED_URI_OPTIONS = {
+    "mode": {"rw", "rwc"},  # ro and memory are not the relayer's read-write file
     "vfs": {"unix"},
     "immutable": {"0", "false", "no", "off"},
     "nolock": {"0", "false", "no", "off"},
 }
+_CASE_SENSITIVE = {"mode", "vfs"}
 
 
 def from_url(url: str, source: str = "DATABASE_URL") -> Path:
@@ -36,6 +39,11 @@ def from_url(url: str, source: str = "DATABASE_URL") -> Path:
             f"{source}: the {scheme['scheme']!r} scheme is not a SQLite database; the relayer only "
             "uses sqlite:PATH (or a plain path); set DATABASE_PATH to the database file"
         )
+    if name.startswith("//") and "@" in name[2:].split("/", 1)[0]:
+        raise UsageError(
+            f"{source}: looks like a server address with credentials (sqlite://user:password@host/...), "
+            "not a file; SQLite has no server: set DATABASE_PATH to the database file"
+        )
     return from_name(name, source)
 
 
@@ -44,7 +52,12 @@ def from_name(name: str, source: str) -> Path:
     if name.startswith("file:"):
         return _from_uri(name, source)
     if name.strip() in ("", ":memory:"):
-        raise UsageError(f"{source}: {name!r} is not a database file; give the path of relayer.db")
+        raise UsageError(
+            f"{source}: {name!r} is not a database file (SQLite would open a temporary or in-memory "
+            "database that is lost on restart); give the path of relayer.db"
+        )
+    if "\0" in name:
+        raise UsageError(f"{source}: the path contains a NUL character; give the path of relayer.db")
     return _path(name)
 
 
@@ -59,8 +72,8 @@ def _from_uri(uri: str, source: str) -> Path:
             )
         rest = slash + path
     for key, value in parse_qsl(query, keep_blank_values=True):
-        allowed = _REFUSED_URI_OPTIONS.get(key)
-        if allowed is not None and value.lower() not in allowed:
+        allowed = _ALLOWED_URI_OPTIONS.get(key)
+        if allowed is not None and (value if key in _CASE_SENSITIVE else value.lower()) not in allowed:
             raise UsageError(
                 f"{source}: the SQLite URI option {key}={value} does not open the database file "
                 "read-write the normal way; the job refuses to guess what the relayer sees: remove it"
@@ -68,6 +81,10 @@ def _from_uri(uri: str, source: str) -> Path:
     path = unquote(rest)
     if path.strip() == "" or path == ":memory:":
         raise UsageError(f"{source}: the SQLite URI names no database file")
+    if "\0" in path:
+        raise UsageError(
+            f"{source}: the SQLite URI's path contains %00, where SQLite stops reading it; remove it"
+        )
     return _path(path)
 
 

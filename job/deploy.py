@@ -84,7 +84,7 @@ def _under_lock(
             snapshot_facts = snapshot.create(db_path, store, reason="pre-migrate", deadline=deadline)
         if config.schema_accept_reason:
             with step("schema_accept", durations), database.opened(db_path) as conn:
-                accepted = accept.requested_once(conn, migrations, config.schema_accept_reason, deadline)
+                accepted = accept.requested_once(conn, migrations, config, deadline)
     else:
         _refuse_silent_empty_start(config, store)
         log.warning(

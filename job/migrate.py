@@ -31,14 +31,15 @@ from job.lock import held
 from job.log import get_logger
 from job.migrations import Migration, discover, line_ending_variants
 from job.replay import Replay, version_label
-from job.schema import Schema, describe, differences, summarise
+from job.schema import Item, Schema, describe, difference_items, group, summarise
 
 APPLIED_BY = f"relayer-job {__version__}"
 REMEDY = (
-    "if a migration died half-way (the relayer's own runner is not atomic), restore the snapshot "
+    "If a migration died half-way (the relayer's own runner is not atomic), restore the snapshot "
     "taken before it ('relayer-job snapshots list'); if the difference is known and harmless, accept "
-    "it once with 'relayer-job schema accept --reason TEXT'; --allow-drift / ALLOW_DRIFT=1 "
-    "overrides the check for one run"
+    "it once ('relayer-job schema accept --reason TEXT', or on Render SCHEMA_ACCEPT_REASON with "
+    "SCHEMA_ACCEPT_FINGERPRINT={fingerprint}); --allow-drift / ALLOW_DRIFT=1 overrides the check "
+    "for one run"
 )
 
 
@@ -54,8 +55,9 @@ class Assessment:
     adopt: list[Migration] = field(default_factory=list)  # in the schema; no ledger at all
     backfill: list[Migration] = field(default_factory=list)  # recorded without checksum; schema matched
     unrecorded: list[Migration] = field(default_factory=list)  # ran, but missing from the ledger
-    drift: dict[str, list[str]] = field(default_factory=dict)  # live vs. replay of `applied`
-    accepted_by: list[acceptance.Acceptance] = field(default_factory=list)  # covering the drift
+    items: dict[str, Item] = field(default_factory=dict)  # live vs. replay of `applied`
+    uncovered: dict[str, Item] = field(default_factory=dict)  # the items no acceptance covers
+    accepted_by: list[acceptance.Acceptance] = field(default_factory=list)  # covering the rest
     acceptances: list[acceptance.Acceptance] = field(default_factory=list)  # all recorded ones
     problem: DatabaseProblem | None = None
     overridable: bool = False  # --allow-drift may override `problem` (plain drift only)
@@ -71,6 +73,21 @@ class Assessment:
     @property
     def expected(self) -> Schema | None:
         return self.replay.schema(self.applied)
+
+    @property
+    def drift(self) -> dict[str, list[str]]:
+        return group(self.items)
+
+    @property
+    def fingerprint(self) -> str:
+        """Names exactly what is wrong (uncovered items, unrecorded files), so that an acceptance
+        requested ahead (SCHEMA_ACCEPT_FINGERPRINT) cannot take in a later, different difference."""
+        return acceptance.fingerprint(
+            {
+                "uncovered": {key: acceptance.prints(item) for key, item in self.uncovered.items()},
+                "unrecorded": [m.name for m in self.unrecorded],
+            }
+        )[:12]
 
     def require(self, allow_drift: bool) -> None:
         if self.problem is not None and not (allow_drift and self.overridable):
@@ -100,10 +117,6 @@ def _check_ledger_against_files(entries: dict[str, ledger.Entry], migrations: li
             f"applied migration {name} was edited: recorded checksum {entry.checksum}, file now "
             f"{migration.checksum}; {hint}"
         )
-
-
-def _size(diff: dict[str, list[str]]) -> int:
-    return sum(map(len, diff.values()))
 
 
 def assess(
@@ -141,24 +154,25 @@ def assess(
             # a schema built by hand, adopted when it equals a whole prefix of the migrations.
             return assessment(k, adopt=missing)
         listed = ", ".join(m.name for m in missing)
-        return assessment(
-            k,
-            unrecorded=missing,
-            problem=DatabaseProblem(
-                f"{listed} ran but {'is' if len(missing) == 1 else 'are'} not recorded in "
-                f"{ledger.TABLE}: the schema equals {version_label(migrations, k)}'s, the ledger "
-                f"says {_ledger_label(migrations, recorded)} (the relayer's runner died after running "
-                "the file and before recording it, or before the file's last statements); the schema "
-                "cannot prove that data changes in it ran. Restore the snapshot taken before that "
-                "start ('relayer-job snapshots list'), or if the file ran to its end, record it once "
-                "with 'relayer-job schema accept --reason TEXT'",
-                unrecorded=[m.name for m in missing],
-            ),
+        shown = replay.schema(recorded) if recorded is not None else None
+        found = assessment(k, unrecorded=missing, items=difference_items(live, shown) if shown else {})
+        found.problem = DatabaseProblem(
+            f"{listed} ran but {'is' if len(missing) == 1 else 'are'} not recorded in "
+            f"{ledger.TABLE}: the schema equals {version_label(migrations, k)}'s, the ledger "
+            f"says {_ledger_label(migrations, recorded)} (the relayer's runner died after running "
+            "the file and before recording it, or before the file's last statements); the schema "
+            "cannot prove that data changes in it ran. Restore the snapshot taken before that "
+            "start ('relayer-job snapshots list'), or if the file ran to its end, record it once "
+            "with 'relayer-job schema accept --reason TEXT' (on Render: SCHEMA_ACCEPT_REASON with "
+            f"SCHEMA_ACCEPT_FINGERPRINT={found.fingerprint})",
+            unrecorded=listed,
+            fingerprint=found.fingerprint,
         )
+        return found
 
     schemas = replay.replayable()
-    nearest = min(range(len(schemas)), key=lambda k: _size(differences(live, schemas[k])))
-    near = differences(live, schemas[nearest])
+    nearest = min(range(len(schemas)), key=lambda k: len(difference_items(live, schemas[k])))
+    near = difference_items(live, schemas[nearest])
     expected = replay.schema(recorded) if recorded is not None else None
     if recorded is None or expected is None:
         why = (
@@ -166,41 +180,45 @@ def assess(
             if recorded is None
             else replay.failure
         )
-        return assessment(
-            nearest,
-            drift=near,
-            problem=DatabaseProblem(
-                f"the database schema matches no known version ({why}), so the job cannot tell "
-                f"which migrations were applied; nearest is {version_label(migrations, nearest)}: "
-                f"{summarise(near)}; restore a snapshot taken before the problem "
-                "('relayer-job snapshots list')",
-                drift=near,
-            ),
+        found = assessment(nearest, items=near, uncovered=near)
+        found.problem = DatabaseProblem(
+            f"the database schema matches no known version ({why}), so the job cannot tell "
+            f"which migrations were applied; nearest is {version_label(migrations, nearest)}: "
+            f"{summarise(group(near))}; restore a snapshot taken before the problem "
+            "('relayer-job snapshots list')",
+            drift=group(near),
         )
-    drift = differences(live, expected)
-    left, used = acceptance.uncovered(drift, live, expected, accepted)
+        return found
+    items = difference_items(live, expected)
+    left, used = acceptance.uncovered(items, accepted)
+    found = assessment(recorded, items=items, uncovered=left, accepted_by=used)
     if not left:
-        return assessment(recorded, drift=drift, accepted_by=used, backfill=backfill)
-    changed = acceptance.touched_objects(left, accepted)
-    nearest_note = f"; nearest known version: {version_label(migrations, nearest)}" + (
-        f" (differs by: {summarise(near)})" if nearest != recorded else ""
+        found.backfill = backfill
+        return found
+    found.overridable = True
+    found.problem = DatabaseProblem(
+        f"schema drift: the ledger says {version_label(migrations, recorded)} but the live schema "
+        f"differs: {summarise(group(left))}{_partly_applied(replay, recorded, left)}; nearest known "
+        f"version: {version_label(migrations, nearest)}"
+        + (f" (differs by: {summarise(group(near))})" if nearest != recorded else "")
+        + f" (difference fingerprint {found.fingerprint}). {REMEDY.format(fingerprint=found.fingerprint)}",
+        drift=group(left),
+        fingerprint=found.fingerprint,
     )
-    changed_note = (
-        f"; accepted differences of {', '.join(changed)} no longer hold (the object changed since)"
-        if changed
-        else ""
-    )
-    return assessment(
-        recorded,
-        drift=drift,
-        accepted_by=used,
-        overridable=True,
-        problem=DatabaseProblem(
-            f"schema drift: the ledger says {version_label(migrations, recorded)} but the live schema "
-            f"differs: {summarise(left)}{nearest_note}{changed_note}; {REMEDY}",
-            drift=left,
-        ),
-    )
+    return found
+
+
+def _partly_applied(replay: Replay, recorded: int, left: dict[str, Item]) -> str:
+    """A hint when the differences are changes the next file makes: it probably died half-way."""
+    before, after = replay.schema(recorded), replay.schema(recorded + 1)
+    if before is None or after is None:
+        return ""
+    made_by_next = difference_items(after, before)
+    shared = sorted({left[k].obj for k in left.keys() & made_by_next.keys()})
+    if not shared:
+        return ""
+    name = replay.migrations[recorded].name
+    return f"; {name} looks partly applied (its changes to {', '.join(shared)} are there)"
 
 
 def _ledger_label(migrations: list[Migration], recorded: int | None) -> str:
@@ -304,28 +322,30 @@ def uncovered_drift(
     """The differences between `conn`'s schema and `expected` that no acceptance covers."""
     if expected is None:
         return {"migrations": [assessment.replay.failure or "a migration fails on an empty database"]}
-    live = describe(conn)
-    left, _ = acceptance.uncovered(differences(live, expected), live, expected, assessment.acceptances)
-    return left
+    left, _ = acceptance.uncovered(difference_items(describe(conn), expected), assessment.acceptances)
+    return group(left)
 
 
-def _schema_check(assessment: Assessment, migration: Migration, count: int) -> SchemaCheck:
-    """Before a file commits: the schema must be the replay's, apart from accepted differences, so
-    that a file changing an accepted object cannot silently carry the difference along."""
+def _schema_check(assessment: Assessment, migration: Migration, count: int, before: Schema) -> SchemaCheck:
+    """Before a file commits: the schema must be the replay's, apart from accepted differences, and
+    the file must not have changed an accepted item (it was accepted as it was; a table rebuild
+    could silently drop an accepted extra column's data)."""
 
     def check(conn: sqlite3.Connection) -> None:
+        after = describe(conn)
+        changed = acceptance.changed_items(before, after, assessment.acceptances)
         expected = assessment.replay.schema(count)
-        if expected is None:
-            return  # fails on an empty database only; the final verification reports it
-        left = uncovered_drift(conn, expected, assessment)
-        if left:
-            changed = acceptance.touched_objects(left, assessment.acceptances)
-            why = f" (it changes {', '.join(changed)}, whose difference was accepted)" if changed else ""
+        left = uncovered_drift(conn, expected, assessment) if expected is not None else {}
+        if changed or left:
+            why = f"it changes {', '.join(changed)}, accepted as it was" if changed else summarise(left)
             raise DatabaseProblem(
                 f"{migration.name} would leave the schema different from the migrations' in a way no "
-                f"acceptance covers{why}: {summarise(left)}; the file was rolled back. {REMEDY}",
+                f"acceptance covers ({why}); the file was rolled back. Review it against the accepted "
+                "differences ('relayer-job status'): revoke the acceptance and fix the schema, or "
+                "deploy once with --allow-drift / ALLOW_DRIFT=1 and accept the new difference",
                 migration=migration.name,
                 drift=left,
+                changed=changed,
             )
 
     return check
@@ -370,7 +390,7 @@ def migrate_connection(
     for count, migration in enumerate(assessment.pending, start=assessment.applied + 1):
         deadline.check(f"starting {migration.name}")
         log.info("migration.rehearsing" if rehearsal else "migration.started", name=migration.name)
-        check = None if allow_drift else _schema_check(assessment, migration, count)
+        check = None if allow_drift else _schema_check(assessment, migration, count, describe(conn))
         duration_ms = apply_one(conn, migration, deadline, check)
         if duration_ms is None:
             log.info("migration.skipped", name=migration.name, reason="applied by another runner")

@@ -34,7 +34,7 @@ class Replay:
         self.failure: str | None = None  # why the first broken file fails on an empty database
 
     def schema(self, count: int) -> Schema | None:
-        while len(self.schemas) <= count and self.failure is None:
+        while len(self.schemas) <= min(count, len(self.migrations)) and self.failure is None:
             migration = self.migrations[len(self.schemas) - 1]
             for statement in migration.statements:
                 try:

@@ -101,20 +101,25 @@ def unquote(text: str) -> str:
     return inner.replace(quote * 2, quote)
 
 
-def tokens(sql: str) -> list[str]:
-    """Normalised tokens: comments and whitespace dropped, identifiers and keywords upper-cased,
-    quoted identifiers unquoted, string literals kept exactly."""
+def typed_tokens(sql: str) -> list[Token]:
+    """Normalised tokens with their kind: comments and whitespace dropped, identifiers and keywords
+    upper-cased, quoted identifiers unquoted, string literals kept exactly."""
     out = []
     for match in _TOKEN.finditer(sql):
-        kind, text = match.lastgroup, match.group()
+        kind, text = str(match.lastgroup), match.group()
         if kind in ("space", "comment"):
             continue
         if kind == "quoted":
             text = text[1:-1] if len(text) >= 2 else text
         if kind in ("word", "quoted"):
             text = text.upper()
-        out.append(text)
+        out.append(Token(kind, text))
     return out
+
+
+def tokens(sql: str) -> list[str]:
+    """The text of typed_tokens(sql)."""
+    return [token.text for token in typed_tokens(sql)]
 
 
 def lint_tokens(sql: str) -> Iterator[Token]:

@@ -18,6 +18,7 @@ from job.environment import check_location
 from job.errors import DatabaseProblem, JobError, translate
 from job.migrate import assess
 from job.migrations import Migration, discover
+from job.schema import group
 from job.store import open_store
 
 STORE_DEADLINE_S = 60
@@ -73,11 +74,23 @@ def _database(config: Config, migrations: list[Migration] | None, out: dict[str,
         ran_but_unrecorded=[m.name for m in assessment.unrecorded],
         checksums_to_record=[m.name for m in assessment.backfill],
         drift=assessment.drift,
+        drift_uncovered=group(assessment.uncovered),
         drift_accepted_by=[a.id for a in assessment.accepted_by],
         acceptances=[a.summary() for a in assessment.acceptances],
     )
     if assessment.problem is not None:
+        out["difference_fingerprint"] = assessment.fingerprint
         raise assessment.problem
+
+
+def _health(config: Config, out: dict[str, Any]) -> None:
+    """quick_check and foreign_key_check, the checks deploy makes before it snapshots."""
+    if not out["exists"]:
+        return
+    out["health"] = "unknown"
+    with database.opened(config.db_path) as conn:
+        database.require_healthy(conn, f"database {config.db_path}")
+    out["health"] = "ok"
 
 
 def _attempt(step: Callable[[], T], problems: list[JobError]) -> T | None:
@@ -107,6 +120,7 @@ def report(config: Config) -> tuple[dict[str, Any], JobError | None]:
     problems: list[JobError] = []
     migrations = _attempt(lambda: discover(config.migrations_dir, Deadline(config.deadline)), problems)
     _attempt(lambda: _database(config, migrations, out), problems)
+    _attempt(lambda: _health(config, out), problems)
     _attempt(lambda: _last_snapshot(config, out), problems)
     worst = min(problems, key=lambda p: p.exit_code, default=None)
     out["problems"] = [
@@ -136,6 +150,8 @@ def render_text(status: dict[str, Any]) -> str:
             ["size", f"{status.get('size_bytes', 0)} bytes, journal mode {status.get('journal_mode')}"]
         )
     rows.append(["sqlite", status["sqlite_version"]])
+    if "health" in status:
+        rows.append(["health", status["health"], "(quick_check, foreign_key_check)"])
     rows.append(["schema version", str(status.get("schema_version", "unknown"))])
     for entry in status.get("applied", []):
         rows.append(["applied", entry["name"], entry["applied_at"] or "", entry["applied_by"]])
@@ -147,9 +163,11 @@ def render_text(status: dict[str, Any]) -> str:
         rows.append(["no checksum", name, "(recorded by the relayer; 'migrate' or 'deploy' adds it)"])
     for name in status.get("pending", []):
         rows.append(["pending", name])
-    label = "drift (accepted)" if status.get("drift_accepted_by") else "drift"
+    uncovered = status.get("drift_uncovered", {})
     for obj, items in status.get("drift", {}).items():
-        rows.append([label, f"{obj}: {'; '.join(items)}"])
+        rows.append(["drift" if obj in uncovered else "drift (accepted)", f"{obj}: {'; '.join(items)}"])
+    if "difference_fingerprint" in status:
+        rows.append(["fingerprint", status["difference_fingerprint"], "(SCHEMA_ACCEPT_FINGERPRINT)"])
     for entry in status.get("acceptances", []):
         state = "active" if entry["active"] else f"revoked {entry['revoked_at']}"
         what = ", ".join(entry["differences"]) or f"adopted {', '.join(entry['adopted'])}"

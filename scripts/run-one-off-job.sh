@@ -19,7 +19,7 @@ to control the quoting yourself, pass the whole command as one argument.
       relayer-job preflight
       relayer-job snapshots list
       relayer-job snapshots verify
-  Commands that need the database on the disk (deploy, gate, migrate, restore, snapshot, status)
+  Commands that need the database on the disk (deploy, gate, migrate, restore, schema, snapshot, status)
   must run inside the running instance instead:  render ssh SERVICE_ID,  then  relayer-job status
   This script refuses them (override with RENDER_ALLOW_DISK_COMMAND=1).
 
@@ -81,7 +81,7 @@ if [[ ${#words[@]} -eq 1 ]]; then
 fi
 if [[ ${words[0]:-} == relayer-job || ${words[0]:-} == */relayer-job ]] && [[ ${RENDER_ALLOW_DISK_COMMAND:-} != 1 ]]; then
     case ${words[1]:-} in
-    deploy | gate | migrate | restore | snapshot | status)
+    deploy | gate | migrate | restore | schema | snapshot | status)
         die "$EXIT_USAGE" "'relayer-job ${words[1]}' needs the persistent disk, which one-off jobs do not have." \
             "Run it inside the running instance: render ssh $service_id (see docs/operations.md)."
         ;;

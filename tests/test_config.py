@@ -69,6 +69,16 @@ def test_database_path_file_uri_like_the_relayer() -> None:
         ({"DATABASE_PATH": "file:/d/x.db?immutable=1"}, "DATABASE_PATH: the SQLite URI option immutable=1"),
         ({"DATABASE_PATH": "file:/d/x.db?vfs=unix-none"}, "DATABASE_PATH: the SQLite URI option vfs"),
         ({"DATABASE_PATH": "file://otherhost/d/x.db"}, "DATABASE_PATH: the SQLite URI names a host"),
+        ({"DATABASE_URL": "file:/d/relayer.db%00junk"}, "DATABASE_URL: the SQLite URI's path contains %00"),
+        ({"DATABASE_URL": "file:/d/relayer.db?mode=RW"}, "DATABASE_URL: the SQLite URI option mode=RW"),
+        (
+            {"DATABASE_URL": "sqlite://admin:hunter2@db.example:5432/relayer.db"},
+            "DATABASE_URL: looks like a server address with credentials",
+        ),
+        ({"DATABASE_PATH": ""}, "DATABASE_PATH is set but empty"),
+        ({"DATABASE_PATH": " ", "DATABASE_URL": "sqlite:/d/x.db"}, "DATABASE_PATH is set but empty"),
+        ({"DATABASE_URL": ""}, "DATABASE_URL is set but empty"),
+        ({"SCHEMA_ACCEPT_REASON": "why"}, "SCHEMA_ACCEPT_REASON and SCHEMA_ACCEPT_FINGERPRINT go together"),
     ],
 )
 def test_database_locations_the_relayer_would_not_share_are_refused(env, message: str) -> None:

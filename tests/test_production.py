@@ -5,8 +5,8 @@ relayer's runner must find nothing to do, and every row must still be there."""
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -303,33 +303,63 @@ def test_schema_accept_covers_exactly_the_recorded_difference(prod: Path, tmp_pa
     assert missing.rc == 2 and "no active acceptance with that id" in missing.error
 
 
-def test_later_migrations_keep_an_acceptance_unless_they_touch_its_objects(
+REBUILD_REPOS = """
+CREATE TABLE repos_new (
+    id TEXT PRIMARY KEY,
+    admin_id TEXT NOT NULL REFERENCES admin(id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    name TEXT,
+    created_at TEXT NOT NULL,
+    owner TEXT
+);
+INSERT INTO repos_new SELECT id, admin_id, path, name, created_at, owner FROM repos;
+DROP TABLE repos;
+ALTER TABLE repos_new RENAME TO repos;
+"""
+
+
+def test_later_migrations_keep_an_acceptance_unless_they_touch_the_accepted_items(
     prod: Path, tmp_path: Path
 ) -> None:
     env = env_for(prod, tmp_path / "store")
-    execute(prod, "ALTER TABLE repos ADD COLUMN notes TEXT")
+    execute(prod, "ALTER TABLE repos ADD COLUMN notes TEXT", "UPDATE repos SET notes = 'keep me'")
     assert run_cli("schema", "accept", "--reason", "notes column added by hand", env=env).rc == 0
 
-    untouched = migrations_copy(tmp_path, {"005_audit.sql": "CREATE TABLE audit (id INTEGER PRIMARY KEY);"})
-    deployed = run_cli("deploy", "--migrations", str(untouched), env=env)
+    later = {
+        "005_audit.sql": "CREATE TABLE audit (id INTEGER PRIMARY KEY);",
+        "006_repo_owner.sql": "ALTER TABLE repos ADD COLUMN owner TEXT;",  # same table, not the item
+    }
+    deployed = run_cli("deploy", "--migrations", str(migrations_copy(tmp_path / "a", later)), env=env)
     assert deployed.rc == 0, deployed.stdout
-    assert [a["name"] for a in deployed.finished["applied"]] == ["005_audit.sql"]
+    assert [a["name"] for a in deployed.finished["applied"]] == ["005_audit.sql", "006_repo_owner.sql"]
+    assert deployed.event("schema.drift_accepted")
 
-    touching = migrations_copy(
-        tmp_path / "b",
-        {
-            "005_audit.sql": "CREATE TABLE audit (id INTEGER PRIMARY KEY);",
-            "006_repo_owner.sql": "ALTER TABLE repos ADD COLUMN owner TEXT;",
-        },
-    )
+    rebuild = migrations_copy(tmp_path / "b", {**later, "007_rebuild_repos.sql": REBUILD_REPOS})
     before = dump(prod)
-    blocked = run_cli("deploy", "--migrations", str(touching), env=env)
-    assert blocked.rc == 5, blocked.stdout
-    assert "006_repo_owner.sql" in blocked.error and "table repos" in blocked.error
-    assert "rolled back" in blocked.error and "accepted" in blocked.error
-    assert "owner" not in [r[1] for r in sqlite3.connect(prod).execute("PRAGMA table_info(repos)")]
-    assert [r[0] for r in ledger(prod)][-1] == "005_audit.sql"
+    blocked = run_cli("deploy", "--migrations", str(rebuild), env=env)
+    assert blocked.rc == 5, blocked.stdout  # it would silently drop the accepted column's data
+    assert "007_rebuild_repos.sql" in blocked.error and "table repos/column notes" in blocked.error
+    assert "rolled back" in blocked.error and "accepted as it was" in blocked.error
+    assert [r[0] for r in ledger(prod)][-1] == "006_repo_owner.sql"
     assert dump(prod) == before
+
+
+def test_an_accepted_index_survives_migrations_of_its_table(tmp_path: Path) -> None:
+    db = tmp_path / "relayer.db"
+    build_production(db, version=2)
+    env = env_for(db, tmp_path / "store")
+    execute(db, "CREATE INDEX idx_by_hand ON commands (status)")
+    assert run_cli("schema", "accept", "--reason", "hand index", env=env).rc == 0
+    deployed = run_cli("deploy", env=env)  # 004 adds a column to commands: the index is untouched
+    assert deployed.rc == 0, deployed.stdout
+    assert [a["name"] for a in deployed.finished["applied"]] == ALL[2:]
+    status = json.loads(run_cli("status", "--json", env=env).stdout)
+    assert status["drift"] == {"table commands": ["unexpected index idx_by_hand"]}
+    assert status["drift_uncovered"] == {} and status["exit_code"] == 0
+
+    replaced = migrations_copy(tmp_path, {"005_status_index.sql": "DROP INDEX idx_by_hand;"})
+    blocked = run_cli("deploy", "--migrations", str(replaced), env=env)
+    assert blocked.rc == 5 and "table commands/index idx_by_hand" in blocked.error
 
 
 def test_migrations_compare_names_every_difference(tmp_path: Path) -> None:
@@ -393,29 +423,160 @@ def test_schema_accept_runs_beside_the_relayer_holding_the_lock(service) -> None
     assert run_cli("status", env=service["env"]).rc == 0
 
 
-def test_schema_accept_through_the_start_path_once_per_reason(service) -> None:
-    """On Render the gate is the one place that has the disk without the relayer: SCHEMA_ACCEPT_REASON
-    makes it accept the current difference once; preflight rehearses the same on the snapshot."""
+def test_schema_accept_through_the_start_path_takes_only_the_named_difference(service) -> None:
+    """On Render the gate is the one place that has the disk without the relayer: the exit-5
+    message gives the difference's fingerprint; SCHEMA_ACCEPT_REASON with that fingerprint makes the
+    gate accept exactly that difference, and preflight rehearses the same on the snapshot."""
     db = service["db"]
     db.parent.mkdir(parents=True, exist_ok=True)
     build_production(db)
     assert run_cli("deploy", env=service["env"]).rc == 0  # a snapshot for preflight
     execute(db, "CREATE INDEX idx_by_hand ON commands (status)")
     assert run_cli("snapshot", env=service["env"]).rc == 0
-    env = {**service["env"], "SCHEMA_ACCEPT_REASON": "index from the March incident"}
     offdisk = offdisk_env(service["store"])
-    assert run_cli("preflight", env=offdisk).rc == 5
-    rehearsed = run_cli("preflight", env={**offdisk, "SCHEMA_ACCEPT_REASON": "index from the March incident"})
+    refused = run_cli("preflight", env=offdisk)
+    assert refused.rc == 5
+    fingerprint = refused.finished["fingerprint"]
+    assert f"SCHEMA_ACCEPT_FINGERPRINT={fingerprint}" in refused.error
+    assert (
+        json.loads(run_cli("status", "--json", env=service["env"]).stdout)["difference_fingerprint"]
+        == fingerprint
+    )
+    request = {
+        "SCHEMA_ACCEPT_REASON": "index from the March incident",
+        "SCHEMA_ACCEPT_FINGERPRINT": fingerprint,
+    }
+    assert run_cli("preflight", env={**offdisk, "SCHEMA_ACCEPT_REASON": "why"}).rc == 2  # both or none
+    rehearsed = run_cli("preflight", env={**offdisk, **request})
     assert rehearsed.rc == 0, rehearsed.stdout
 
+    env = {**service["env"], **request}
     started, _ = gate(service, env=env)
     assert started.rc == 0, started.stdout
     assert started.finished["schema_accepted"] == 1
     assert json.loads(service["marker"].read_text())["ledger"] == ALL
     again, _ = gate(service, env=env)
     assert again.rc == 0 and again.finished["schema_accepted"] is None
-    again.event("schema.accept_already_done")
 
-    execute(db, "CREATE INDEX idx_later ON repos (name)")  # a later difference is not accepted by it
-    later, _ = gate(service, env=env)
-    assert later.rc == 5 and "idx_later" in later.error
+    execute(db, "CREATE TRIGGER wipe AFTER INSERT ON commands BEGIN DELETE FROM repos; END")
+    later, _ = gate(service, env=env)  # the variables left set do not take in a new difference
+    assert (
+        later.rc == 5
+        and "trigger wipe" in later.error
+        and "does not name the current difference" in later.error
+    )
+
+
+def test_accept_is_refused_when_the_deploy_would_still_fail(tmp_path: Path) -> None:
+    """002 died after its first ALTER: the file cannot run again (duplicate column), so accepting
+    the difference would turn status green while every deploy fails: refused, nothing recorded."""
+    db = tmp_path / "relayer.db"
+    build_production(db, version=1)
+    assert start_and_die(db, RELAYER_MIGRATIONS, die_after=3) == -9
+    env = env_for(db, tmp_path / "store")
+    first = run_cli("status", env=env)
+    assert first.rc == 5 and "002_plan_schema.sql looks partly applied" in first.error
+    before = dump(db)
+    refused = run_cli("schema", "accept", "--reason", "let it through", env=env)
+    assert refused.rc == 5 and "would not get the next deploy through" in refused.error
+    assert "duplicate column name: translator_model" in refused.error
+    assert "nothing was recorded" in refused.error
+    assert dump(db) == before and run_cli("status", env=env).rc == 5
+
+
+def test_accept_is_refused_for_a_schema_that_lacks_what_the_relayer_uses(prod: Path, tmp_path: Path) -> None:
+    env = env_for(prod, tmp_path / "store")
+    execute(prod, "ALTER TABLE commands DROP COLUMN cursor_chat_id")
+    refused = run_cli("schema", "accept", "--reason", "we do not need it", env=env)
+    assert refused.rc == 5 and "lacks what the migrations create" in refused.error
+    assert "column cursor_chat_id missing" in refused.error
+    assert run_cli("status", env=env).rc == 5
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("UPDATE _relayer_job_acceptances SET differences = '{not json'", "row 1 does not parse"),
+        ("UPDATE _relayer_job_acceptances SET objects = '[]'", "row 1 has fields of the wrong type"),
+        ("UPDATE _relayer_job_acceptances SET reason = x'00'", "row 1 has fields of the wrong type"),
+        (
+            "DROP TABLE _relayer_job_acceptances; CREATE TABLE _relayer_job_acceptances (id, note)",
+            "its columns are id, note",
+        ),
+    ],
+)
+def test_a_damaged_acceptance_table_is_exit_5_naming_it(
+    prod: Path, tmp_path: Path, sql: str, message: str
+) -> None:
+    env = env_for(prod, tmp_path / "store")
+    execute(prod, "CREATE INDEX idx_by_hand ON commands (status)")
+    assert run_cli("schema", "accept", "--reason", "hand index", env=env).rc == 0
+    conn = sqlite3.connect(prod, isolation_level=None)
+    conn.executescript(sql)
+    conn.close()
+    for command in ("status", "deploy"):
+        run = run_cli(command, env=env)
+        assert run.rc == 5, (command, run.stdout + run.stderr)
+        assert "_relayer_job_acceptances is damaged" in run.error and message in run.error
+
+
+def test_preflight_and_status_see_the_foreign_key_violations_the_gate_refuses(
+    prod: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    env = env_for(prod, store)
+    execute(prod, "INSERT INTO repos (id, admin_id, path, created_at) VALUES ('r', 'nobody', '/x', 'now')")
+    assert run_cli("snapshot", env=env).rc == 0
+    for run in (
+        run_cli("preflight", env=offdisk_env(store)),
+        run_cli("status", env=env),
+        run_cli("deploy", env=env),
+    ):
+        assert run.rc == 5 and "foreign key violations" in run.error and "repos" in run.error
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("CHECK (role IN ('executor', 'controller'))", ""), "column role"),
+        (
+            ("username TEXT UNIQUE NOT NULL", "username TEXT UNIQUE NOT NULL COLLATE NOCASE"),
+            "column username",
+        ),
+        (("    name TEXT,\n    role", "    role"), "column order"),
+        (("UNIQUE (admin_id, device_id)", "UNIQUE (device_id, admin_id)"), "constraint"),
+    ],
+)
+def test_compare_and_drift_see_what_only_the_sql_says(
+    tmp_path: Path, edit: tuple[str, str], expected: str
+) -> None:
+    """CHECK constraints, COLLATE, column order and table constraints live in the SQL text only."""
+    changed = migrations_copy(tmp_path / "changed")
+    first = changed / "001_initial.sql"
+    text = first.read_text()
+    assert edit[0] in text
+    first.write_text(text.replace(edit[0], edit[1], 1))
+    if edit == ("    name TEXT,\n    role", "    role"):  # move `name` to the end: same columns, other order
+        first.write_text(
+            first.read_text().replace(
+                "last_seen_at TEXT NOT NULL,", "last_seen_at TEXT NOT NULL,\n    name TEXT,", 1
+            )
+        )
+    compared = run_cli("migrations", "compare", str(RELAYER_MIGRATIONS), str(changed))
+    assert compared.rc == 5 and expected in compared.error, compared.error
+    db = tmp_path / "live.db"
+    assert run_cli("migrate", "--db", str(db), "--migrations", str(changed)).rc == 0
+    execute(db, "UPDATE _schema_migrations SET checksum = NULL")  # as if the relayer had recorded them
+    drifted = run_cli("status", "--db", str(db))
+    assert drifted.rc == 5 and expected in drifted.error
+
+
+def test_tables_whose_names_merely_start_like_sqlite_ones_are_compared(tmp_path: Path) -> None:
+    extra = migrations_copy(tmp_path / "extra", {"005_stats.sql": "CREATE TABLE sqlitestats (id INTEGER);"})
+    compared = run_cli("migrations", "compare", str(MIGRATIONS), str(extra))
+    assert compared.rc == 5 and "005_stats.sql" in compared.error
+    db = tmp_path / "live.db"
+    assert run_cli("migrate", "--db", str(db)).rc == 0
+    execute(db, "CREATE TABLE sqlite1 (id INTEGER)")
+    drifted = run_cli("status", "--db", str(db))
+    assert drifted.rc == 5 and "table sqlite1" in drifted.error
