@@ -10,6 +10,7 @@ import string
 import time
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import boto3.exceptions
 import botocore.exceptions
@@ -63,17 +64,22 @@ def test_a_store_that_never_answers_stops_every_command_at_the_deadline(
     stopped_by_the_deadline(*command, "--db", str(db), env=env_for(s3_server, bucket, proxy.endpoint))
 
 
-def test_a_download_stalled_mid_body_stops_at_the_deadline(s3_server, bucket, proxy, tmp_path: Path) -> None:
-    db = incompressible_db(tmp_path / "relayer.db", 2)
+@pytest.mark.parametrize(
+    ("action", "pause_s"), [("stall_response_body", STALL_S), ("trickle_response_body", 0.2)]
+)
+def test_a_download_stalled_or_trickling_mid_body_stops_at_the_deadline(
+    s3_server, bucket, proxy, tmp_path: Path, action: str, pause_s: float
+) -> None:
+    """A stall ends in a read timeout, which must be no longer than the time left; a trickle never
+    times out, so only abandoning the transfer at the deadline ends it."""
+    db = incompressible_db(tmp_path / "relayer.db", 1)
     assert run_cli("snapshot", "--db", str(db), env=env_for(s3_server, bucket)).rc == 0
-    rule = proxy.add_rule(
-        "GET", r"relayer\.db\.zst$", "stall_response_body", times=None, stall_seconds=STALL_S
-    )
-    env = env_for(s3_server, bucket, proxy.endpoint)
-    stopped_by_the_deadline("snapshots", "verify", "--download", env=env)
-    assert rule.fired >= 1
+    rule = proxy.add_rule("GET", r"relayer\.db\.zst$", action, times=None, stall_seconds=pause_s)
     restored = tmp_path / "restored" / "relayer.db"
-    stopped_by_the_deadline("restore", "latest", "--db", str(restored), env=env)
+    stopped_by_the_deadline(
+        "restore", "latest", "--db", str(restored), env=env_for(s3_server, bucket, proxy.endpoint)
+    )
+    assert rule.fired >= 1
     assert not restored.exists()
 
 
@@ -166,3 +172,21 @@ def test_the_file_store_stops_copying_at_the_deadline(tmp_path: Path) -> None:
     with pytest.raises(DeadlineExceeded):
         late.put_file("snapshots/b/relayer.db.zst", source, sha256="0" * 64)
     assert late.head("snapshots/b/relayer.db.zst") is None
+
+
+def test_no_request_waits_longer_than_the_time_left(s3_server, bucket, monkeypatch) -> None:
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    store = open_store(f"s3://{bucket}/p", S3Options(addressing_style="path"), Deadline(8))
+    timeouts: list[float] = []
+
+    def record(request: Any, **_: Any) -> None:
+        timeouts.append(request.context["read_timeout"])
+
+    store.client.meta.events.register("before-send.s3", record)  # type: ignore[attr-defined]
+    assert store.head("snapshots/none/manifest.json") is None
+    assert timeouts and all(0 < t <= 8 for t in timeouts)
+    store.deadline = Deadline(1, started=time.monotonic() - 2)  # type: ignore[attr-defined]
+    with pytest.raises(DeadlineExceeded):
+        store.head("snapshots/none/manifest.json")
+    assert len(timeouts) == 1  # no request was sent after the deadline

@@ -66,11 +66,11 @@ HINTS = {
 # The libraries under the store: any exception of theirs is mapped to a documented exit code (see
 # S3Store._call), never left to be exit 1, whatever its type and however deep it was raised.
 LIBRARIES = ("boto3", "botocore", "s3transfer", "urllib3")
-OTHER_NETWORK_ERRORS = (CancelledError, http.client.HTTPException, OSError, ValueError)
+STANDARD_ERRORS = (CancelledError, http.client.HTTPException, OSError, ValueError)  # raised by them too
 
 
 def _from_library(exc: BaseException) -> bool:
-    return isinstance(exc, OTHER_NETWORK_ERRORS) or any(
+    return isinstance(exc, STANDARD_ERRORS) or any(
         cls.__module__.split(".")[0] in LIBRARIES for cls in type(exc).__mro__
     )
 

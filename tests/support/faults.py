@@ -3,7 +3,8 @@
 Requests matching a rule get the rule's fault; everything else is forwarded byte for byte (headers
 and body untouched, so SigV4 signatures stay valid). Faults: 503 SlowDown, 500 InternalError,
 connection reset, close without a response, stall (before answering), a response body cut off
-half-way, and a stall half-way through the request body or the response body.
+half-way, a stall half-way through the request body or the response body, and a response body
+sent one byte every `stall_seconds` (a link that never stops but never gets anywhere).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ ACTIONS = {
     "truncate",
     "stall_request_body",
     "stall_response_body",
+    "trickle_response_body",
 }
 
 
@@ -249,6 +251,13 @@ class FaultProxy:
         if action == "truncate" and body:
             client.sendall(response.head + body[: len(body) // 2])
             return False
+        if action == "trickle_response_body" and body:
+            assert rule is not None
+            client.sendall(response.head)
+            for i in range(len(body)):
+                client.sendall(body[i : i + 1])
+                time.sleep(rule.stall_seconds)
+            return keep_alive
         if action == "stall_response_body" and body:
             assert rule is not None
             client.sendall(response.head + body[: len(body) // 2])
