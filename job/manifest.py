@@ -24,14 +24,14 @@ FORMAT = "relayer-job.snapshot/1"
 ROOT = "snapshots/"
 DATA_NAME = "relayer.db.zst"
 MANIFEST_NAME = "manifest.json"
-ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\Z")
 ID_TIME = "%Y%m%dT%H%M%SZ"
 CREATED_AT = "%Y-%m-%dT%H:%M:%SZ"
 LATEST = "latest"
 # Ids run ahead of the clock by a second per snapshot taken in the same second, and clocks differ
 # a little between machines; an id further ahead than this is a stray folder or a broken clock.
 FUTURE_SKEW = timedelta(minutes=10)
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def data_key(snapshot_id: str) -> str:

@@ -49,19 +49,13 @@ def stopped_by_the_deadline(*args: str, env: dict[str, str]) -> None:
     assert run.finished["error_code"] == "deadline_exceeded" and "JOB_DEADLINE" in run.error
 
 
-@pytest.mark.parametrize(
-    "command",
-    [("snapshot",), ("restore", "latest", "--force")],
-    ids=" ".join,
-)
-def test_a_store_that_never_answers_stops_every_command_at_the_deadline(
-    s3_server, bucket, proxy, tmp_path: Path, command: tuple[str, ...]
+def test_a_store_that_never_answers_stops_the_job_at_the_deadline(
+    s3_server, bucket, proxy, tmp_path: Path
 ) -> None:
     db = tmp_path / "relayer.db"
     build_legacy_001(db, commands=20)
-    assert run_cli("snapshot", "--db", str(db), env=env_for(s3_server, bucket)).rc == 0
     proxy.add_rule(None, r".*", "stall", times=None, stall_seconds=STALL_S)
-    stopped_by_the_deadline(*command, "--db", str(db), env=env_for(s3_server, bucket, proxy.endpoint))
+    stopped_by_the_deadline("snapshot", "--db", str(db), env=env_for(s3_server, bucket, proxy.endpoint))
 
 
 @pytest.mark.parametrize(
