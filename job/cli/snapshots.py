@@ -1,4 +1,5 @@
-"""relayer-job snapshots list [--json] | verify [ID|latest] [--download] | prune --keep-last N [--json]"""
+"""relayer-job snapshots list [--json] | verify [ID|latest] [--download]
+| prune --keep-last N [--keep-days D] [--apply] [--delete-damaged] [--json]"""
 
 from __future__ import annotations
 
