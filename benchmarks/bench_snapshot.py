@@ -65,7 +65,8 @@ from job.snapshot import create
 from job.store.file import FileStore
 log.configure(fmt="json", level="warning", command="bench")
 started = time.perf_counter()
-facts = create(Path(sys.argv[1]), FileStore(sys.argv[2]), reason="bench", deadline=Deadline(3600))
+deadline = Deadline(3600)
+facts = create(Path(sys.argv[1]), FileStore(sys.argv[2], deadline), reason="bench", deadline=deadline)
 print(json.dumps({"seconds": time.perf_counter() - started,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "ratio": facts["ratio"],

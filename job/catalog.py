@@ -14,11 +14,22 @@ from typing import Any
 
 import zstandard
 
-from job import database
+from job import database, retention
 from job.deadline import Deadline
 from job.errors import DatabaseProblem, UsageError, VerificationFailed
 from job.log import get_logger
-from job.manifest import ROOT, Manifest, data_key, id_of, manifest_key
+from job.manifest import (
+    DATA_NAME,
+    LATEST,
+    MANIFEST_NAME,
+    ROOT,
+    Manifest,
+    data_key,
+    id_of,
+    manifest_key,
+    parse_choice,
+    time_if_past,
+)
 from job.store import ObjectInfo, Store
 
 CHUNK = 1 << 20
@@ -32,11 +43,23 @@ class Entry:
 
     @property
     def committed(self) -> bool:
-        return "manifest.json" in self.objects
+        return MANIFEST_NAME in self.objects
 
     @property
     def newest_change(self) -> datetime:
         return max(o.modified for o in self.objects.values())
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """A committed snapshot that cannot be restored: never counted, listed or chosen."""
+
+    entry: Entry
+    problem: str
+
+    @property
+    def id(self) -> str:
+        return self.entry.id
 
 
 def scan(store: Store) -> list[Entry]:
@@ -49,67 +72,20 @@ def scan(store: Store) -> list[Entry]:
     return sorted(entries.values(), key=lambda e: e.id, reverse=True)
 
 
-def read_manifest(store: Store, snapshot_id: str) -> Manifest:
+def read_manifest(store: Store, snapshot_id: str, *, now: datetime | None = None) -> Manifest:
+    """The validated manifest of a snapshot, or VerificationFailed (exit 8). An id ahead of the
+    clock is refused too: it sorts before every snapshot the job will take, so trusting it would
+    make a stray folder (or a snapshot taken under a wrong clock) 'latest' for good."""
+    if time_if_past(snapshot_id, now or datetime.now(UTC)) is None:
+        raise VerificationFailed(
+            f"snapshot {snapshot_id}: its id lies in the future (a stray folder, or a clock that was "
+            "wrong when it was taken)"
+        )
     key = manifest_key(snapshot_id)
-    return Manifest.from_json(store.get_bytes(key), where=f"{store.url}/{key}")
+    return Manifest.from_json(store.get_bytes(key), where=f"{store.url}/{key}", snapshot_id=snapshot_id)
 
 
-def committed(
-    store: Store, *, skip_damaged: bool = False, entries: list[Entry] | None = None
-) -> Iterator[Manifest]:
-    """Committed snapshots, newest first (from `entries` when the caller already scanned); with
-    `skip_damaged`, unreadable manifests are logged (`snapshot.damaged`) and passed over instead
-    of failing (exit 8)."""
-    for entry in scan(store) if entries is None else entries:
-        if not entry.committed:
-            continue
-        try:
-            yield read_manifest(store, entry.id)
-        except VerificationFailed as exc:
-            if not skip_damaged:
-                raise
-            get_logger().error("snapshot.damaged", id=entry.id, error=exc.message)
-
-
-def latest(store: Store) -> Manifest | None:
-    """The newest committed snapshot (VerificationFailed if its manifest is unreadable)."""
-    return next(committed(store), None)
-
-
-def latest_readable(store: Store) -> tuple[Manifest | None, str | None]:
-    """The newest snapshot whose manifest reads, and the newest id of any snapshot folder. A
-    damaged manifest must not stop the next backup or every later deploy: it is logged loudly
-    and passed over (`snapshots verify` still fails on it)."""
-    entries = scan(store)
-    newest = next(committed(store, skip_damaged=True, entries=entries), None)
-    return newest, entries[0].id if entries else None
-
-
-def resolve(store: Store, which: str) -> Manifest:
-    """A snapshot by id, or 'latest'."""
-    if which == "latest":
-        found = latest(store)
-        if found is None:
-            raise UsageError(
-                f"no committed snapshot in {store.url}: check --store / SNAPSHOT_STORE (bucket and prefix)"
-            )
-        return found
-    if store.head(manifest_key(which)) is None:
-        raise UsageError(f"snapshot {which!r} not found in {store.url} (see 'snapshots list')")
-    return read_manifest(store, which)
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_present(store: Store, manifest: Manifest) -> None:
-    """The data object exists with the manifest's size, or VerificationFailed (exit 8)."""
-    info = store.head(data_key(manifest.id))
+def _require_size(manifest: Manifest, info: ObjectInfo | None) -> None:
     if info is None:
         raise VerificationFailed(f"snapshot {manifest.id}: data object {data_key(manifest.id)} is missing")
     if info.size != manifest.compressed_size:
@@ -117,6 +93,82 @@ def check_present(store: Store, manifest: Manifest) -> None:
             f"snapshot {manifest.id}: data object has {info.size} bytes, manifest says "
             f"{manifest.compressed_size}"
         )
+
+
+def examine(store: Store, entry: Entry, now: datetime) -> Manifest:
+    """A committed snapshot proven restorable from the listing (valid manifest, data object with
+    the recorded size), or VerificationFailed saying what is wrong."""
+    manifest = read_manifest(store, entry.id, now=now)
+    _require_size(manifest, entry.objects.get(DATA_NAME))
+    return manifest
+
+
+def committed(
+    store: Store, *, entries: list[Entry] | None = None, now: datetime | None = None
+) -> Iterator[Manifest | Damaged]:
+    """Committed snapshots, newest first (from `entries` when the caller already scanned): each
+    restorable one as its Manifest, each other one as Damaged, logged as `snapshot.damaged`. One
+    damaged snapshot must not block every later backup, deploy or listing."""
+    now = now or datetime.now(UTC)
+    for entry in scan(store) if entries is None else entries:
+        if not entry.committed:
+            continue
+        try:
+            yield examine(store, entry, now)
+        except VerificationFailed as exc:
+            get_logger().error("snapshot.damaged", id=entry.id, error=exc.message)
+            yield Damaged(entry, exc.message)
+
+
+def restorable(store: Store, *, entries: list[Entry] | None = None) -> Iterator[Manifest]:
+    """The restorable snapshots, newest first; damaged ones are logged and passed over."""
+    return (m for m in committed(store, entries=entries) if isinstance(m, Manifest))
+
+
+def latest(store: Store) -> Manifest | None:
+    """The newest restorable snapshot."""
+    return next(restorable(store), None)
+
+
+def latest_readable(store: Store) -> tuple[Manifest | None, str | None]:
+    """The newest restorable snapshot, and the newest id in the store that a new id must sort
+    after: any folder's, except ids that are not valid times or lie in the future (a stray folder
+    there must not push new ids out of the valid, listable range)."""
+    entries = scan(store)
+    now = datetime.now(UTC)
+    newest = next(restorable(store, entries=entries), None)
+    return newest, next((e.id for e in entries if time_if_past(e.id, now) is not None), None)
+
+
+def resolve(store: Store, which: str, *, source: str = "snapshot") -> Manifest:
+    """A snapshot chosen by a user (`source` names the flag or variable): 'latest' is the newest
+    restorable one; an id must exist and have a valid manifest."""
+    which = parse_choice(which, source)
+    if which == LATEST:
+        found = latest(store)
+        if found is None:
+            raise UsageError(
+                f"no restorable snapshot in {store.url}: check --store / SNAPSHOT_STORE (bucket and "
+                "prefix); damaged ones are logged as snapshot.damaged"
+            )
+        return found
+    if store.head(manifest_key(which)) is None:
+        raise UsageError(f"snapshot {which!r} not found in {store.url} (see 'snapshots list')")
+    return read_manifest(store, which)
+
+
+def _sha256_of(path: Path, deadline: Deadline) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            deadline.check("verifying the snapshot")
+    return digest.hexdigest()
+
+
+def check_present(store: Store, manifest: Manifest) -> None:
+    """The data object exists with the manifest's size, or VerificationFailed (exit 8)."""
+    _require_size(manifest, store.head(data_key(manifest.id)))
 
 
 def fetch(store: Store, manifest: Manifest, destination: Path, *, deadline: Deadline) -> None:
@@ -127,7 +179,7 @@ def fetch(store: Store, manifest: Manifest, destination: Path, *, deadline: Dead
     try:
         store.download(data_key(manifest.id), packed)
         deadline.check("verifying the snapshot")
-        actual = _sha256_of(packed)
+        actual = _sha256_of(packed, deadline)
         if actual != manifest.compressed_sha256:
             raise VerificationFailed(
                 f"snapshot {manifest.id}: compressed SHA-256 is {actual}, manifest says "
@@ -140,6 +192,7 @@ def fetch(store: Store, manifest: Manifest, destination: Path, *, deadline: Dead
                 while chunk := reader.read(CHUNK):
                     raw.update(chunk)
                     out.write(chunk)
+                    deadline.check("decompressing the snapshot")
             except zstandard.ZstdError as exc:
                 raise VerificationFailed(f"snapshot {manifest.id}: cannot decompress: {exc}") from exc
     finally:
@@ -160,8 +213,18 @@ def fetch(store: Store, manifest: Manifest, destination: Path, *, deadline: Dead
 
 def verify(store: Store, which: str, *, download: bool, deadline: Deadline) -> dict[str, Any]:
     """`snapshots verify`: present with the right size; with `download`, a full restore drill in a
-    temporary directory that touches nothing live."""
-    manifest = resolve(store, which)
+    temporary directory that touches nothing live. Unlike restore, 'latest' here is the newest
+    committed snapshot even when it is damaged: a check must not look past a broken backup (a
+    stray folder dated in the future is not a backup, though)."""
+    which = parse_choice(which, "snapshots verify ID")
+    if which == LATEST:
+        now = datetime.now(UTC)
+        newest = next((e for e in scan(store) if e.committed and time_if_past(e.id, now) is not None), None)
+        if newest is None:
+            raise UsageError(f"no committed snapshot in {store.url}: check --store / SNAPSHOT_STORE")
+        manifest = read_manifest(store, newest.id)
+    else:
+        manifest = resolve(store, which)
     check_present(store, manifest)
     if download:
         with tempfile.TemporaryDirectory(prefix="relayer-job-verify-") as scratch:
@@ -182,51 +245,60 @@ def summary(manifest: Manifest) -> dict[str, Any]:
     }
 
 
+def _delete_snapshot(store: Store, entry: Entry) -> None:
+    """Un-commit (manifest first), then delete the rest: never a manifest without its data."""
+    if entry.committed:
+        store.delete([f"{ROOT}{entry.id}/{MANIFEST_NAME}"])
+    store.delete([f"{ROOT}{entry.id}/{name}" for name in entry.objects if name != MANIFEST_NAME])
+
+
 def prune(
     store: Store,
     *,
-    keep_last: int,
-    keep_days: float | None,
+    policy: retention.Policy,
     apply: bool,
+    delete_damaged: bool = False,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Delete committed snapshots beyond the retention, and leftovers older than an hour. The
-    newest snapshot is never deleted. A snapshot is un-committed (manifest deleted) before its data."""
-    if keep_last < 1:
+    """Apply the retention `policy` to the restorable snapshots; damaged ones are reported and
+    deleted only with `delete_damaged`; leftovers (no manifest) older than an hour are deleted.
+    Nothing is deleted unless `apply`."""
+    if policy.keep_last < 1:
         raise UsageError("--keep-last: must be at least 1 (the newest snapshot is always kept)")
+    if policy.keep_days is not None and not 0 <= policy.keep_days < float("inf"):
+        raise UsageError(f"--keep-days: expected a number of days >= 0, got {policy.keep_days:g}")
     log = get_logger()
     now = now or datetime.now(UTC)
     entries = scan(store)
-    keep: list[Entry] = []
-    drop: list[Entry] = []
-    leftovers: list[Entry] = []
-    committed_seen = 0
-    for entry in entries:
-        if not entry.committed:
-            if now - entry.newest_change > LEFTOVER_AGE:
-                leftovers.append(entry)
-            continue
-        committed_seen += 1
-        recent = False
-        if keep_days is not None:
-            created = datetime.strptime(read_manifest(store, entry.id).created_at, "%Y-%m-%dT%H:%M:%SZ")
-            recent = now - created.replace(tzinfo=UTC) <= timedelta(days=keep_days)
-        (keep if committed_seen <= keep_last or recent else drop).append(entry)
-    plan = {
-        "keep": [e.id for e in keep],
-        "delete": [e.id for e in drop],
+    found = list(committed(store, entries=entries, now=now))
+    good = [m for m in found if isinstance(m, Manifest)]
+    damaged = [d for d in found if isinstance(d, Damaged)]
+    kept = retention.keep((retention.Candidate(m.id, m.created, m.reason) for m in good), policy, now)
+    leftovers = [e for e in entries if not e.committed and now - e.newest_change > LEFTOVER_AGE]
+    plan: dict[str, Any] = {
+        "store": store.url,
+        "keep": [m.id for m in good if m.id in kept],
+        "delete": [m.id for m in good if m.id not in kept],
+        "damaged": [d.id for d in damaged],
         "leftovers": [e.id for e in leftovers],
+        "kept_because": {i: ", ".join(why) for i, why in kept.items()},
+        "problems": {d.id: d.problem for d in damaged},
+        "snapshots": {m.id: {"created_at": m.created_at, "reason": m.reason} for m in good},
+        "delete_damaged": delete_damaged,
         "applied": apply,
     }
     if not apply:
         log.info("prune.planned", **plan, hint="pass --apply to delete")
         return plan
-    for entry in drop:
-        store.delete([manifest_key(entry.id)])
-        store.delete([f"{ROOT}{entry.id}/{name}" for name in entry.objects if name != "manifest.json"])
-        log.info("snapshot.deleted", id=entry.id)
+    by_id = {e.id: e for e in entries}
+    for snapshot_id in plan["delete"]:
+        _delete_snapshot(store, by_id[snapshot_id])
+        log.info("snapshot.deleted", id=snapshot_id)
+    for item in damaged if delete_damaged else []:
+        _delete_snapshot(store, item.entry)
+        log.info("snapshot.damaged_deleted", id=item.id, problem=item.problem)
     for entry in leftovers:
-        store.delete([f"{ROOT}{entry.id}/{name}" for name in entry.objects])
+        _delete_snapshot(store, entry)
         log.info("snapshot.leftover_deleted", id=entry.id)
     plan["aborted_uploads"] = store.abort_stale_uploads(ROOT, now - LEFTOVER_AGE)
     return plan

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from job import dburl
 from job.errors import UsageError
+from job.manifest import parse_choice
 
 T = TypeVar("T")
 
@@ -234,7 +235,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         store_url=_parse(flags, env, "--store", "SNAPSHOT_STORE", DEFAULT_STORE, _text),
         s3=s3,
         disk_mount_path=_parse(flags, env, "--disk", "DISK_MOUNT_PATH", None, _path),
-        restore_snapshot=_parse(flags, env, "--restore", "RESTORE_SNAPSHOT", None, _text),
+        restore_snapshot=_parse(flags, env, "--restore", "RESTORE_SNAPSHOT", None, parse_choice),
         allow_network_fs=bool(flags.get("allow_network_fs")),
         allow_new_database=bool(flags.get("allow_new_database"))
         or _parse({}, env, "--allow-new-database", "ALLOW_NEW_DATABASE", False, _flag),

@@ -12,16 +12,26 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from job.errors import VerificationFailed
+from job.errors import UsageError, VerificationFailed
 
 FORMAT = "relayer-job.snapshot/1"
 ROOT = "snapshots/"
 DATA_NAME = "relayer.db.zst"
 MANIFEST_NAME = "manifest.json"
-ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\Z")
+ID_TIME = "%Y%m%dT%H%M%SZ"
+CREATED_AT = "%Y-%m-%dT%H:%M:%SZ"
+LATEST = "latest"
+# Ids run ahead of the clock by a second per snapshot taken in the same second, and clocks differ
+# a little between machines; an id further ahead than this is a stray folder or a broken clock.
+FUTURE_SKEW = timedelta(minutes=10)
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def data_key(snapshot_id: str) -> str:
@@ -38,6 +48,64 @@ def id_of(key: str) -> str | None:
     if len(parts) == 3 and parts[0] + "/" == ROOT and ID_PATTERN.match(parts[1]):
         return parts[1]
     return None
+
+
+def id_time(snapshot_id: str) -> datetime | None:
+    """The time a snapshot id names, or None when it is not a valid id (shape and calendar)."""
+    if not ID_PATTERN.match(snapshot_id):
+        return None
+    try:
+        return datetime.strptime(snapshot_id[:16], ID_TIME).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def time_if_past(snapshot_id: str, now: datetime) -> datetime | None:
+    """The time of a valid id no later than `now` (plus a small skew), i.e. one this job could have
+    made by now; None for any other id."""
+    taken = id_time(snapshot_id)
+    return taken if taken is not None and taken <= now + FUTURE_SKEW else None
+
+
+def make_id(stamp: int, raw_sha256: str) -> str:
+    """The id for a snapshot taken at `stamp` (seconds since the epoch, UTC)."""
+    made = f"{datetime.fromtimestamp(stamp, UTC).strftime(ID_TIME)}-{raw_sha256[:8]}"
+    if id_time(made) is None:
+        raise ValueError(f"cannot make a snapshot id for time {stamp} and hash {raw_sha256[:8]!r}")
+    return made
+
+
+def parse_choice(raw: Any, source: str) -> str:
+    """A snapshot chosen by a user: 'latest' or an id, else exit 2 naming `source` (the flag or
+    variable). The one place that reads such requests, so that new forms can be added here."""
+    value = str(raw).strip()
+    if value == LATEST or id_time(value) is not None:
+        return value
+    raise UsageError(
+        f"{source}: {raw!r} is not a snapshot id (YYYYMMDDTHHMMSSZ-xxxxxxxx, see 'snapshots list') "
+        f"or {LATEST!r}"
+    )
+
+
+def _conforms(value: object, hint: Any) -> bool:
+    """Whether a JSON value has the type of a field annotation (str, int, Any, X | None, list, dict)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()
+        )
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, hint)
 
 
 @dataclass(frozen=True)
@@ -66,19 +134,55 @@ class Manifest:
         return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
-    def from_json(cls, data: bytes, *, where: str) -> Manifest:
-        """Parse and validate, or VerificationFailed (exit 8) naming the manifest."""
+    def from_json(cls, data: bytes, *, where: str, snapshot_id: str) -> Manifest:
+        """Parse and validate the manifest of snapshot `snapshot_id`, or VerificationFailed (exit 8)
+        naming the manifest and what is wrong with it."""
         try:
             raw = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise VerificationFailed(f"manifest {where} is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
             raise VerificationFailed(f"manifest {where} has format {found!r}; this job reads {FORMAT!r}")
-        try:
-            return cls(**raw)
-        except TypeError as exc:
-            raise VerificationFailed(f"manifest {where} is incomplete or has unknown fields: {exc}") from exc
+        problems = _problems(raw, snapshot_id)
+        if problems:
+            raise VerificationFailed(f"manifest {where} is invalid: {'; '.join(problems[:3])}")
+        return cls(**raw)
+
+    @property
+    def created(self) -> datetime:
+        return datetime.strptime(self.created_at, CREATED_AT).replace(tzinfo=UTC)
 
     def same_content(self, raw_sha256: str, migrations: list[dict[str, str | None]]) -> bool:
         return self.raw_sha256 == raw_sha256 and self.migrations == migrations
+
+
+def _problems(raw: dict[str, Any], snapshot_id: str) -> list[str]:
+    """Everything wrong with a parsed manifest: unknown or missing fields, wrong types, and values
+    the job relies on (id of its own folder, times, sizes, SHA-256 digests)."""
+    hints = typing.get_type_hints(Manifest)
+    known = {f.name: f for f in fields(Manifest)}
+    problems = [f"unknown field {name!r}" for name in raw if name not in known]
+    for name, spec in known.items():
+        if name not in raw:
+            if spec.default is MISSING and spec.default_factory is MISSING:
+                problems.append(f"field {name!r} is missing")
+        elif not _conforms(raw[name], hints[name]):
+            problems.append(f"field {name!r} is {type(raw[name]).__name__}, not {hints[name]}")
+    if problems:
+        return problems
+    if raw["id"] != snapshot_id:
+        problems.append(f"id {raw['id']!r} is not the snapshot's own id {snapshot_id!r}")
+    elif id_time(snapshot_id) is None:
+        problems.append(f"id {snapshot_id!r} does not name a valid time")
+    try:
+        datetime.strptime(raw["created_at"], CREATED_AT)
+    except ValueError:
+        problems.append(f"created_at {raw['created_at']!r} is not a time like 2026-11-25T08:45:12Z")
+    problems += [f"{name} is negative" for name in ("raw_size", "compressed_size") if raw[name] < 0]
+    problems += [
+        f"{name} is not a SHA-256 digest"
+        for name in ("raw_sha256", "compressed_sha256")
+        if not SHA256_PATTERN.match(raw[name])
+    ]
+    return problems

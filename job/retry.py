@@ -8,7 +8,9 @@ The layers multiply, so they split the work deliberately:
   what botocore cannot: a response body cut off mid-read, an operation whose requests all failed.
   It never waits past the run's deadline, and it logs every retry.
 - Permanent errors (bad credentials, missing bucket, access denied, 4xx) are not retried at all.
-Worst case: 3 x 4 = 12 requests for one operation, all inside the deadline.
+Worst case: 3 x 4 = 12 requests for one operation, all inside the deadline, which is hard: no
+request starts after it, none waits longer than the time left, and an operation still on the network
+when it passes is abandoned (job.store.s3).
 """
 
 from __future__ import annotations

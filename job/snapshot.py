@@ -10,6 +10,7 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,11 +23,10 @@ from job.environment import check_location, require_free_space
 from job.errors import DatabaseProblem, EnvironmentRefused, VerificationFailed
 from job.lock import held
 from job.log import get_logger
-from job.manifest import Manifest, data_key, manifest_key
+from job.manifest import Manifest, data_key, make_id, manifest_key, time_if_past
 from job.progress import Progress
 from job.store import Store, open_store
 
-ID_TIME = "%Y%m%dT%H%M%SZ"
 ZSTD_LEVEL = 1
 CHUNK = 1 << 20
 SCRATCH_PREFIX = ".relayer-job-snapshot-"
@@ -104,11 +104,13 @@ def _migrations_of(conn: sqlite3.Connection) -> tuple[list[dict[str, str | None]
 
 def new_id(created: time.struct_time, raw_sha256: str, *, after: str | None) -> str:
     """`<UTC time>-<hash prefix>`, later than `after` (the newest id), so that ids sort in the
-    order snapshots were taken even when two fall in the same second."""
+    order snapshots were taken even when two fall in the same second. An `after` that is not a
+    valid id or lies in the future is ignored: whatever is in the store, the new id is valid."""
     stamp = calendar.timegm(created)
-    if after is not None:
-        stamp = max(stamp, calendar.timegm(time.strptime(after.split("-")[0], ID_TIME)) + 1)
-    return f"{time.strftime(ID_TIME, time.gmtime(stamp))}-{raw_sha256[:8]}"
+    previous = time_if_past(after, datetime.fromtimestamp(stamp, UTC)) if after is not None else None
+    if previous is not None:
+        stamp = max(stamp, int(previous.timestamp()) + 1)
+    return make_id(stamp, raw_sha256)
 
 
 def _alive(pid: int) -> bool:

@@ -196,7 +196,7 @@ def test_sigkill_during_upload_leaves_no_snapshot_and_a_rerun_succeeds(s3_server
 def test_prune_on_s3_removes_leftovers_and_aborts_stale_uploads(s3_server, bucket, db, monkeypatch) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from job import catalog
+    from job import catalog, retention
     from job.config import S3Options
     from job.deadline import Deadline
     from job.store import open_store
@@ -216,7 +216,7 @@ def test_prune_on_s3_removes_leftovers_and_aborts_stale_uploads(s3_server, bucke
         monkeypatch.setenv(key, value)
     store = open_store(f"s3://{bucket}/relayer", S3Options(addressing_style="path"), Deadline(60))
     later = datetime.now(UTC) + timedelta(hours=2)
-    plan = catalog.prune(store, keep_last=2, keep_days=None, apply=True, now=later)
+    plan = catalog.prune(store, policy=retention.Policy(keep_last=2), apply=True, now=later)
     assert plan["delete"] == [ids[0]] and plan["leftovers"] == ["20200101T000000Z-0badf00d"]
     assert plan["aborted_uploads"] == ["relayer/snapshots/20200102T000000Z-0badf00d/relayer.db.zst"]
     assert sorted(m["id"] for m in manifests(s3_server, bucket)) == sorted(ids[1:])

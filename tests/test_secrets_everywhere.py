@@ -171,8 +171,12 @@ def test_unreachable_store_with_a_password_in_the_endpoint(relayer_db) -> None:
             2,
             id="bad-store-flag",
         ),
-        pytest.param(("status",), {"DATABASE_PATH": ""}, 5, id="missing-database-from-url"),
-        pytest.param(("snapshot",), {"DATABASE_PATH": ""}, 5, id="snapshot-missing-database"),
+        # An empty DATABASE_PATH is refused (the relayer would open a temporary database), and so
+        # is a DATABASE_URL carrying credentials: either way exit 2 without echoing them.
+        pytest.param(("status",), {"DATABASE_PATH": ""}, 2, id="empty-database-path"),
+        pytest.param(
+            ("snapshot",), {"DATABASE_PATH": "x", "DATABASE_URL": ""}, 5, id="snapshot-missing-database"
+        ),
     ],
 )
 def test_failure_paths_keep_planted_secrets_out(tmp_path: Path, args, env, code: int) -> None:

@@ -303,7 +303,7 @@ def test_too_little_free_space_is_refused_before_copying(cli, tmp_path: Path) ->
 def test_prune_keep_days_keeps_recent_snapshots(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from job import catalog
+    from job import catalog, retention
     from job.config import S3Options
     from job.deadline import Deadline
     from job.store import open_store
@@ -313,11 +313,8 @@ def test_prune_keep_days_keeps_recent_snapshots(tmp_path: Path) -> None:
     build_legacy_001(db, commands=10)
     ids = snapshot_versions(db, 3, lambda: snap(run_cli, db, store_dir).finished["snapshot_id"])
     store = open_store(f"file:{store_dir}", S3Options(), Deadline(60))
-    soon = catalog.prune(
-        store, keep_last=1, keep_days=2, apply=False, now=datetime.now(UTC) + timedelta(days=1)
-    )
+    policy = retention.Policy(keep_last=1, keep_days=2)
+    soon = catalog.prune(store, policy=policy, apply=False, now=datetime.now(UTC) + timedelta(days=1))
     assert soon["delete"] == [] and soon["keep"] == ids[::-1]
-    later = catalog.prune(
-        store, keep_last=1, keep_days=2, apply=False, now=datetime.now(UTC) + timedelta(days=3)
-    )
+    later = catalog.prune(store, policy=policy, apply=False, now=datetime.now(UTC) + timedelta(days=3))
     assert later["keep"] == [ids[2]] and later["delete"] == ids[1::-1]

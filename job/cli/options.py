@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from job.manifest import parse_choice
+
 
 def common() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
@@ -72,5 +74,6 @@ def add_snapshot_choice(parser: argparse.ArgumentParser, purpose: str) -> None:
         nargs="?",
         default="latest",
         metavar="ID|latest",
+        type=lambda raw: parse_choice(raw, f"{parser.prog} ID|latest"),
         help=f"the snapshot to {purpose} (see 'snapshots list'); default latest, the newest one",
     )

@@ -1,11 +1,13 @@
-"""relayer-job snapshots list [--json] | verify [ID|latest] [--download] | prune --keep-last N"""
+"""relayer-job snapshots list [--json] | verify [ID|latest] [--download]
+| prune --keep-last N [--keep-days D] [--apply] [--delete-damaged] [--json]"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
-from job import catalog
+from job import catalog, retention
 from job.cli import options
 from job.cli.outcome import Outcome
 from job.config import Config
@@ -40,6 +42,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     prune.add_argument("--keep-last", required=True, metavar="N", help="committed snapshots to keep")
     prune.add_argument("--keep-days", metavar="D", help="also keep snapshots younger than D days")
     prune.add_argument("--apply", action="store_true", help="really delete")
+    prune.add_argument(
+        "--delete-damaged",
+        action="store_true",
+        help="also delete damaged snapshots (unreadable or invalid manifest, data missing or of the "
+        "wrong size); without it they are only reported",
+    )
+    prune.add_argument("--json", action="store_true", help="print the plan as a JSON object on stdout")
 
 
 def _number(raw: str | None, flag: str) -> float | None:
@@ -55,7 +64,7 @@ def run(config: Config, args: argparse.Namespace) -> Outcome:
     deadline = Deadline(config.deadline)
     store = open_store(config.store_url, config.s3, deadline)
     if args.action == "list":
-        rows = [catalog.summary(m) for m in catalog.committed(store, skip_damaged=True)]
+        rows = [catalog.summary(m) for m in catalog.restorable(store)]
         if args.json:
             print(json.dumps(rows), flush=True)
         else:
@@ -82,7 +91,42 @@ def run(config: Config, args: argparse.Namespace) -> Outcome:
     if keep_last is None or keep_last != int(keep_last):
         raise UsageError(f"--keep-last: expected a whole number, got {args.keep_last!r}")
     plan = catalog.prune(
-        store, keep_last=int(keep_last), keep_days=_number(args.keep_days, "--keep-days"), apply=args.apply
+        store,
+        policy=retention.Policy(int(keep_last), _number(args.keep_days, "--keep-days")),
+        apply=args.apply,
+        delete_damaged=args.delete_damaged,
     )
-    print(json.dumps(plan), flush=True)
+    if args.json:
+        print(json.dumps(plan), flush=True)
+    else:
+        _print_plan(plan)
     return Outcome(plan)
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    """The plan as a table: what is kept and why, what goes, what is damaged, what is left over."""
+    rows = [
+        *(("keep", i, plan["kept_because"][i]) for i in plan["keep"]),
+        *(("delete", i, "outside the retention") for i in plan["delete"]),
+        *(
+            ("damaged", i, plan["problems"][i] + ("" if plan["delete_damaged"] else " (kept)"))
+            for i in plan["damaged"]
+        ),
+        *(("leftover", i, "no manifest, older than an hour") for i in plan["leftovers"]),
+    ]
+    print(f"snapshots in {plan['store']}:", flush=True)
+    for action, snapshot_id, why in rows:
+        info = plan["snapshots"].get(snapshot_id, {})
+        print(f"  {action:<8}  {snapshot_id}  {info.get('reason', ''):<12}  {why}", flush=True)
+    if not rows:
+        print("  (none)", flush=True)
+    doomed = len(plan["delete"]) + len(plan["leftovers"])
+    doomed += len(plan["damaged"]) if plan["delete_damaged"] else 0
+    verb = "deleted" if plan["applied"] else "would be deleted (dry run: pass --apply)"
+    print(f"{doomed} {verb}; {len(plan['keep'])} kept", flush=True)
+    if plan["damaged"] and not plan["delete_damaged"]:
+        print(
+            f"{len(plan['damaged'])} damaged, kept: check them with 'snapshots verify ID', "
+            "delete them with --delete-damaged",
+            flush=True,
+        )

@@ -25,7 +25,7 @@ def open_store(url: str, s3: S3Options, deadline: Deadline) -> Store:
             )
         if not parts.path:
             raise UsageError("--store / SNAPSHOT_STORE: file: URL without a path")
-        return FileStore(parts.path)
+        return FileStore(parts.path, deadline)
     if parts.scheme == "s3":
         from job.store.s3 import S3Store
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
+from job.deadline import Deadline
 from job.environment import fsync_directory
 from job.errors import StoreError, VerificationFailed
 from job.store.base import ObjectInfo
+
+CHUNK = 1 << 20
 
 
 def _make_durable_dirs(directory: Path) -> None:
@@ -28,8 +31,16 @@ def _make_durable_dirs(directory: Path) -> None:
 
 
 class FileStore:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, deadline: Deadline) -> None:
         self.root = Path(root)
+        self.deadline = deadline
+
+    def _copy(self, source: Path, out: BinaryIO, doing: str) -> None:
+        """Copy in chunks, so that a slow disk (or a network mount) cannot outlast the deadline."""
+        with source.open("rb") as src:
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
+                self.deadline.check(doing)
 
     @property
     def url(self) -> str:
@@ -52,8 +63,7 @@ class FileStore:
                     if isinstance(content, bytes):
                         out.write(content)
                     else:
-                        with content.open("rb") as src:
-                            shutil.copyfileobj(src, out, 1 << 20)
+                        self._copy(content, out, f"writing {target}")
                     out.flush()
                     os.fsync(out.fileno())
                 tmp.replace(target)
@@ -93,7 +103,8 @@ class FileStore:
 
     def download(self, key: str, destination: Path) -> None:
         try:
-            shutil.copyfile(self._path(key), destination)
+            with destination.open("wb") as out:
+                self._copy(self._path(key), out, f"reading {self._path(key)}")
         except OSError as exc:
             raise StoreError(f"cannot read {self._path(key)}: {exc.strerror or exc}") from exc
 

@@ -1,6 +1,11 @@
 """S3 and S3-compatible stores through boto3. Standard AWS configuration applies unchanged
 (credential chain, AWS_REGION, AWS_ENDPOINT_URL(_S3), AWS_CA_BUNDLE); see job.retry for how
-botocore's and tenacity's retries share the work."""
+botocore's and tenacity's retries share the work.
+
+The run's deadline holds for every operation, transfers included: no request starts after it, no
+request waits for an answer longer than the time left, and an operation still blocked on the
+network when it passes is left behind on daemon threads (Deadline.bound, DaemonExecutor).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,13 @@ import base64
 import hashlib
 import http.client
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
-from boto3.s3.transfer import TransferConfig
+from boto3.s3.transfer import ProgressCallbackInvoker, TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -28,8 +34,9 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
-from s3transfer.exceptions import RetriesExceededError
-from urllib3.exceptions import ProtocolError
+from s3transfer.futures import TransferFuture
+from s3transfer.manager import TransferManager
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from job import __version__, retry
 from job.config import S3Options
@@ -37,6 +44,7 @@ from job.deadline import Deadline
 from job.errors import JobError, StoreError, UsageError, VerificationFailed
 from job.progress import Progress
 from job.store.base import ObjectInfo
+from job.store.threads import DaemonExecutor
 
 T = TypeVar("T")
 MB = 1024 * 1024
@@ -55,10 +63,22 @@ HINTS = {
 }
 
 
+# The libraries under the store: any exception of theirs is mapped to a documented exit code (see
+# S3Store._call), never left to be exit 1, whatever its type and however deep it was raised.
+LIBRARIES = ("boto3", "botocore", "s3transfer", "urllib3")
+STANDARD_ERRORS = (CancelledError, http.client.HTTPException, OSError, ValueError)  # raised by them too
+
+
+def _from_library(exc: BaseException) -> bool:
+    return isinstance(exc, STANDARD_ERRORS) or any(
+        cls.__module__.split(".")[0] in LIBRARIES for cls in type(exc).__mro__
+    )
+
+
 def _unwrap(exc: BaseException) -> BaseException:
-    if isinstance(exc, RetriesExceededError) and exc.last_exception is not None:
-        return exc.last_exception
-    return exc
+    """The error inside boto3's and s3transfer's RetriesExceededError."""
+    last = getattr(exc, "last_exception", None)
+    return last if isinstance(last, BaseException) else exc
 
 
 def _code(exc: ClientError) -> tuple[str, int]:
@@ -81,7 +101,7 @@ def is_transient(exc: BaseException) -> bool:
         | HTTPClientError
         | ResponseStreamingError
         | IncompleteReadError
-        | ProtocolError
+        | Urllib3Error
         | http.client.IncompleteRead
         | ConnectionError
         | TimeoutError,
@@ -117,7 +137,21 @@ class S3Store:
                 f"cannot set up the S3 client: {exc}; check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 "
                 "(a full URL such as https://host:port) and AWS_REGION"
             ) from exc
+        self.client.meta.events.register("before-send.s3", self._before_send)
         self.checksums = options.checksum_mode == "when_supported"
+        self.transfer_config = TransferConfig(
+            multipart_threshold=self.part_size, multipart_chunksize=self.part_size, max_concurrency=4
+        )
+
+    def _before_send(self, request: Any, **_: Any) -> None:
+        """Before every HTTP request, retries and transfer parts included: none starts after the
+        deadline, and none waits longer for an answer than the time left."""
+        remaining = self.deadline.remaining()
+        if remaining <= 0:
+            raise self.deadline.exceeded(f"talking to {self.url}")
+        context = getattr(request, "context", None)
+        if isinstance(context, dict):
+            context["read_timeout"] = min(READ_TIMEOUT_S, remaining)
 
     @property
     def url(self) -> str:
@@ -128,14 +162,25 @@ class S3Store:
 
     def _call(self, operation: str, key: str, fn: Callable[[], T]) -> T:
         """One store operation with retries; failures become StoreError (exit 6) saying what to fix."""
+        doing = f"{operation} {self.url}/{key}"
         try:
-            return retry.call(
-                f"{operation} {self.url}/{key}", fn, transient=is_transient, deadline=self.deadline
+            return self.deadline.bound(
+                lambda: retry.call(doing, fn, transient=is_transient, deadline=self.deadline), doing
             )
         except JobError:
             raise
-        except (BotoCoreError, ClientError, RetriesExceededError, OSError, ValueError) as exc:
+        except Exception as exc:
+            if not _from_library(exc):
+                raise
             raise self._error(operation, key, _unwrap(exc)) from exc
+
+    def _transfer(self, start: Callable[[TransferManager], TransferFuture]) -> None:
+        """One s3transfer upload or download, on daemon threads (see job.store.threads)."""
+        manager = TransferManager(self.client, self.transfer_config, executor_cls=DaemonExecutor)
+        try:
+            start(manager).result()
+        finally:
+            manager.shutdown()
 
     def _error(self, operation: str, key: str, exc: BaseException) -> StoreError:
         where = f"{self.url}/{key}"
@@ -182,9 +227,6 @@ class S3Store:
                 extra["ChecksumAlgorithm"] = "SHA256"
             else:  # the store verifies the bytes it received against our own hash
                 extra["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
-        transfer = TransferConfig(
-            multipart_threshold=self.part_size, multipart_chunksize=self.part_size, max_concurrency=4
-        )
 
         def upload() -> None:
             progress = Progress("snapshot.upload_progress", size)
@@ -197,8 +239,10 @@ class S3Store:
                 self.deadline.check("uploading the snapshot")
 
             with source.open("rb") as f:
-                self.client.upload_fileobj(
-                    f, self.bucket, self._key(key), ExtraArgs=extra, Config=transfer, Callback=callback
+                self._transfer(
+                    lambda manager: manager.upload(
+                        f, self.bucket, self._key(key), extra, [ProgressCallbackInvoker(callback)]
+                    )
                 )
 
         self._call("upload", key, upload)
@@ -260,10 +304,17 @@ class S3Store:
         return self._call("get", key, get)
 
     def download(self, key: str, destination: Path) -> None:
+        def check(_count: int) -> None:
+            self.deadline.check("downloading the snapshot")
+
         self._call(
             "download",
             key,
-            lambda: self.client.download_file(self.bucket, self._key(key), str(destination)),
+            lambda: self._transfer(
+                lambda manager: manager.download(
+                    self.bucket, self._key(key), str(destination), None, [ProgressCallbackInvoker(check)]
+                )
+            ),
         )
 
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:

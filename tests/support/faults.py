@@ -2,7 +2,9 @@
 
 Requests matching a rule get the rule's fault; everything else is forwarded byte for byte (headers
 and body untouched, so SigV4 signatures stay valid). Faults: 503 SlowDown, 500 InternalError,
-connection reset, close without a response, stall, and a response body cut off half-way.
+connection reset, close without a response, stall (before answering), a response body cut off
+half-way, a stall half-way through the request body or the response body, and a response body
+sent one byte every `stall_seconds` (a link that never stops but never gets anywhere).
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ ERROR_BODIES = {
     "slowdown503": (503, "Slow Down", "SlowDown", "Please reduce your request rate."),
     "error500": (500, "Internal Server Error", "InternalError", "We encountered an internal error."),
 }
-ACTIONS = {"slowdown503", "error500", "reset", "close", "stall", "truncate"}
+ACTIONS = {
+    "slowdown503",
+    "error500",
+    "reset",
+    "close",
+    "stall",
+    "truncate",
+    "stall_request_body",
+    "stall_response_body",
+    "trickle_response_body",
+}
 
 
 @dataclass
@@ -209,6 +221,11 @@ class FaultProxy:
             return False
         if expects_continue:
             client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if action == "stall_request_body":
+            assert rule is not None
+            from_client.read(int(request.headers.get("content-length", "0")) // 2)
+            time.sleep(rule.stall_seconds)
+            return False
         request.body = _read_body(from_client, request.headers, until_close=False)
         if action == "stall":
             assert rule is not None
@@ -233,6 +250,18 @@ class FaultProxy:
         )
         if action == "truncate" and body:
             client.sendall(response.head + body[: len(body) // 2])
+            return False
+        if action == "trickle_response_body" and body:
+            assert rule is not None
+            client.sendall(response.head)
+            for i in range(len(body)):
+                client.sendall(body[i : i + 1])
+                time.sleep(rule.stall_seconds)
+            return keep_alive
+        if action == "stall_response_body" and body:
+            assert rule is not None
+            client.sendall(response.head + body[: len(body) // 2])
+            time.sleep(rule.stall_seconds)
             return False
         client.sendall(response.head + body)
         return keep_alive
