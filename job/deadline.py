@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from job import stop
 from job.errors import DeadlineExceeded
 
 
@@ -17,10 +18,13 @@ class Deadline:
         return self.seconds - (time.monotonic() - self.started)
 
     def expired(self) -> bool:
-        return self.remaining() <= 0
+        """Out of time, or asked to stop (SIGTERM/SIGINT): either way, stop at this safe point."""
+        return stop.requested() or self.remaining() <= 0
 
     def check(self, doing: str) -> None:
-        """Raise DeadlineExceeded (exit 9) if the run is out of time before `doing`."""
+        """Raise Stopped (exit 128+N) if asked to stop, DeadlineExceeded (exit 9) if the run is
+        out of time, before `doing`."""
+        stop.check(doing)
         if self.expired():
             raise DeadlineExceeded(
                 f"deadline of {self.seconds:g}s exceeded while {doing}; "
