@@ -1,11 +1,11 @@
 """Start as root only as far as needed, then run as the service user (JOB_USER; the image sets it).
 
-A persistent disk's root directory usually belongs to root (Render's does), so the unprivileged
-service user could not create relayer.db there. Started as root, the job hands the database
-directory (never the whole disk, never recursively) and the database's own files to the service
-user when that user cannot write them, then drops privileges for good (setgroups, setgid, setuid)
-before it opens the database or starts the relayer. Without JOB_USER, or when not started as root,
-nothing here happens.
+A persistent disk's root directory may belong to root (a fresh Docker volume's does; Render does
+not document what it does for a non-root image), and then the unprivileged service user could not
+create relayer.db there. Started as root, the job hands the database directory (never the whole
+disk, never recursively) and the database's own files to the service user when that user cannot
+write them, then drops privileges for good (setgroups, setgid, setuid) before it opens the
+database or starts the relayer. Without JOB_USER, or when not started as root, nothing happens.
 """
 
 from __future__ import annotations
