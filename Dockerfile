@@ -91,7 +91,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY image/precompile.py /usr/local/share/precompile.py
 RUN pip --python /opt/venv/bin/python install --no-deps . \
     && pip --python /opt/venv/bin/python check \
-    && site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+    && site="$(/opt/venv/bin/python -c 'print(__import__("sysconfig").get_path("purelib"))')" \
     && rm -f "${site}"/zstandard/_cffi.*.so "${site}"/zstandard/backend_cffi.py \
     && find /opt/venv -name '*.so' -exec strip --strip-unneeded {} + \
     && /opt/venv/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash /opt/venv \
@@ -151,7 +151,7 @@ RUN if ldd /usr/local/bin/relayer | grep 'not found'; then \
         echo "relayer binary: missing shared libraries (see above)" >&2; exit 1; \
     fi
 RUN --mount=type=bind,from=relayer,source=${RELAYER_MIGRATIONS},target=/tmp/relayer-migrations \
-    relayer-job migrations compare /tmp/relayer-migrations /app/migrations --log-format console
+    relayer-job migrations compare /tmp/relayer-migrations /app/migrations
 # The relayer listens on $PORT (default 8080) on $HOST (default 0.0.0.0); render.yaml sets PORT=8080.
 EXPOSE 8080
 CMD ["relayer-job", "gate", "--hold-lock", "--", "relayer"]
