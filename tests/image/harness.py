@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import shlex
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,7 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import json_lines
 from tests.support import seaweed
+from tests.support.seaweed import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -52,23 +53,6 @@ def docker(*args: str, check_rc: bool = True, timeout: float = 900) -> subproces
             f"docker {' '.join(args[:3])} ... failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
         )
     return proc
-
-
-def json_lines(text: str) -> list[dict[str, Any]]:
-    out = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
