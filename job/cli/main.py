@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         known = translate(exc)
         if known is not None:
-            return _fail(started, known, traceback=debug)
+            return _fail(started, stop.explain(known), traceback=debug)
         # Anything else is a bug: show the traceback.
         log.error("job.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
         return _finish(
