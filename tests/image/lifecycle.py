@@ -17,6 +17,7 @@ from typing import Any
 
 from tests.image.harness import (
     APP_UID,
+    DOCKER,
     IMAGE,
     MB,
     RUN_ID,
@@ -264,7 +265,12 @@ def gate_at_100_mb(lab: Lab) -> None:
 
 def main() -> int:
     started = time.monotonic()
-    docker("version", "--format", "{{.Server.Version}}")
+    try:
+        engine = docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    except (CheckFailed, OSError) as exc:
+        say(f"FAILED: no Docker engine answers `{' '.join(DOCKER)} version` (set DOCKER_HOST): {exc}")
+        return 1
+    say(f"Docker engine {engine}, run {RUN_ID}")
     with lab_session() as lab:
         try:
             build_images(lab)
