@@ -57,6 +57,7 @@ class Config:
     allow_drift: bool = False
     schema_accept_reason: str | None = None
     schema_accept_fingerprint: str | None = None
+    run_as: str | None = None  # JOB_USER: the account to run as when started as root (job.privileges)
 
 
 def _pick(flags: Mapping[str, Any], env: Mapping[str, str], flag: str, var: str) -> tuple[Any, str] | None:
@@ -243,4 +244,26 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         schema_accept_fingerprint=_parse({}, env, "", "SCHEMA_ACCEPT_FINGERPRINT", None, _text) or None,
         allow_drift=bool(flags.get("allow_drift"))
         or _parse({}, env, "--allow-drift", "ALLOW_DRIFT", False, _flag),
+        run_as=_parse({}, env, "JOB_USER", "JOB_USER", None, _text) or None,
     )
+
+
+def require_settings(
+    flags: Mapping[str, Any], env: Mapping[str, str] | None = None, *, database: bool, store: bool
+) -> None:
+    """With JOB_NO_DEFAULTS=1 (set in the image) the database path and the store have no
+    defaults: a command that needs them and is given neither says what to set (exit 2) instead of
+    working on ./data and ./snapshots inside a container, where nothing survives."""
+    env = os.environ if env is None else env
+    if not _parse({}, env, "JOB_NO_DEFAULTS", "JOB_NO_DEFAULTS", False, _flag):
+        return
+    missing = []
+    if database and _pick(flags, env, "--db", "DATABASE_PATH") is None and not env.get("DATABASE_URL"):
+        missing.append(
+            "DATABASE_PATH (the database file on the mounted disk, e.g. /data/relayer.db with "
+            "DISK_MOUNT_PATH=/data)"
+        )
+    if store and _pick(flags, env, "--store", "SNAPSHOT_STORE") is None:
+        missing.append("SNAPSHOT_STORE (s3://BUCKET/PREFIX or file:///PATH)")
+    if missing:
+        raise UsageError(f"not configured: set {' and '.join(missing)}; this image has no defaults for them")

@@ -10,6 +10,7 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from job import stop
 from job.errors import DeadlineExceeded
 
 T = TypeVar("T")
@@ -24,7 +25,8 @@ class Deadline:
         return self.seconds - (time.monotonic() - self.started)
 
     def expired(self) -> bool:
-        return self.remaining() <= 0
+        """Out of time, or asked to stop (SIGTERM/SIGINT): either way, stop at this safe point."""
+        return stop.requested() or self.remaining() <= 0
 
     def exceeded(self, doing: str) -> DeadlineExceeded:
         return DeadlineExceeded(
@@ -33,7 +35,9 @@ class Deadline:
         )
 
     def check(self, doing: str) -> None:
-        """Raise DeadlineExceeded (exit 9) if the run is out of time before `doing`."""
+        """Raise Stopped (exit 128+N) if asked to stop, DeadlineExceeded (exit 9) if the run is
+        out of time, before `doing`."""
+        stop.check(doing)
         if self.expired():
             raise self.exceeded(doing)
 

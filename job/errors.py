@@ -3,7 +3,7 @@
 Exit codes (stable; documented in README.md):
 0 success · 1 unexpected internal error · 2 usage or configuration error · 3 lock not acquired ·
 4 environment refused · 5 database problem · 6 object store failure · 7 migration failed and rolled
-back · 8 verification failed · 9 deadline exceeded.
+back · 8 verification failed · 9 deadline exceeded · 128+N stopped by signal N (143 SIGTERM, 130 SIGINT).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import ClassVar
 class JobError(Exception):
     """Base class: a failure the job understands and can explain in one line."""
 
-    exit_code: ClassVar[int] = 1
+    exit_code: int = 1
     error_code: ClassVar[str] = "internal_error"
 
     def __init__(self, message: str, **facts: object) -> None:
@@ -77,6 +77,17 @@ class VerificationFailed(JobError):
 class DeadlineExceeded(JobError):
     exit_code = 9
     error_code = "deadline_exceeded"
+
+
+class Stopped(JobError):
+    """SIGTERM/SIGINT: the run stopped at a safe point. The exit code is the shell's 128+N, so a
+    supervisor sees the same code as for a process the signal killed."""
+
+    error_code = "stopped_by_signal"
+
+    def __init__(self, message: str, signum: int, **facts: object) -> None:
+        super().__init__(message, **facts)
+        self.exit_code = 128 + signum
 
 
 _ENVIRONMENT_ERRNOS = {

@@ -9,6 +9,7 @@ stays, and only records who holds the lock for the benefit of a waiter.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from job import stop
 from job.errors import EnvironmentRefused, LockHeldByRelayer, LockTimeout, UsageError
 from job.log import get_logger
 
@@ -93,10 +95,13 @@ def acquire(path: Path, *, timeout: float, command: str, shared: bool = False) -
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise EnvironmentRefused(
-            f"cannot open lock file {path}: {exc.strerror}; set --lock-file / JOB_LOCK_FILE "
-            "to a writable path next to the database"
-        ) from exc
+        hint = (
+            f"{path.parent} must be writable by uid {os.geteuid()}: start the container as root "
+            "(the image hands the database directory to its user, then drops privileges) or chown it"
+            if exc.errno in (errno.EACCES, errno.EPERM)
+            else "set --lock-file / JOB_LOCK_FILE to a writable path next to the database"
+        )
+        raise EnvironmentRefused(f"cannot open lock file {path}: {exc.strerror}; {hint}") from exc
     started = time.monotonic()
     announced = False
     while True:
@@ -124,6 +129,9 @@ def acquire(path: Path, *, timeout: float, command: str, shared: bool = False) -
             if not announced:
                 log.info("lock.waiting", lock_file=str(path), holder=read_holder(path))
                 announced = True
+            if stop.requested():  # SIGTERM while waiting: give up the wait, take nothing
+                os.close(fd)
+                stop.check(f"waiting for the lock {path}")
             time.sleep(min(POLL_SECONDS, max(timeout - waited, 0.01)))
     if not shared:  # a shared holder would overwrite the record of the others
         try:

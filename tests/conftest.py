@@ -15,6 +15,18 @@ import pytest
 from tests.support.legacy import MIGRATIONS, REPO
 
 
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON objects among the lines of a command's output."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
 @dataclass
 class Run:
     rc: int
@@ -23,14 +35,7 @@ class Run:
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in (self.stdout + "\n" + self.stderr).splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
-        return out
+        return json_lines(self.stdout + "\n" + self.stderr)
 
     def event(self, name: str) -> dict[str, Any]:
         found = [e for e in self.events if e.get("event") == name]

@@ -193,6 +193,8 @@ def invocations() -> list[list[str]]:
         for inst in s.all("RUN"):
             for part in re.split(r"&&|;|\|\|", inst.args):
                 words = shlex.split(part)
+                while words[:1] and words[0].startswith("--mount="):  # RUN --mount=... relayer-job
+                    words.pop(0)
                 if words[:1] == ["relayer-job"]:
                     found.append(words)
     for line in ONE_OFF_SCRIPT.read_text().splitlines():

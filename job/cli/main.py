@@ -18,7 +18,7 @@ from traceback import print_exc
 from types import ModuleType
 from typing import Any, NoReturn, TextIO
 
-from job import __version__
+from job import __version__, privileges, stop
 from job import config as config_module
 from job import log as logging_setup
 from job.cli import (
@@ -35,7 +35,7 @@ from job.cli import (
     status,
 )
 from job.cli.outcome import Outcome
-from job.errors import JobError, UsageError, translate
+from job.errors import JobError, Stopped, UsageError, translate
 
 COMMANDS: dict[str, ModuleType] = {
     "migrate": migrate,
@@ -50,6 +50,9 @@ COMMANDS: dict[str, ModuleType] = {
     "migrations": migrations,
 }
 USES_STORE: set[str] = {"status", "snapshot", "snapshots", "deploy", "gate", "preflight", "restore"}
+# What a command needs configured (JOB_NO_DEFAULTS) and whether it touches the database (JOB_USER).
+USES_DATABASE: set[str] = {"status", "snapshot", "deploy", "gate", "migrate", "restore", "schema"}
+NEEDS_STORE: set[str] = USES_STORE | {"schema"}  # `schema accept` adds the store options itself
 
 
 class Parser(argparse.ArgumentParser):
@@ -79,7 +82,7 @@ def build_parser() -> Parser:
         description="Snapshot, migrate and guard the relayer's SQLite database on every deploy.",
         epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 lock, 4 environment refused, "
         "5 database problem, 6 store failure, 7 migration failed (rolled back), "
-        "8 verification failed, 9 deadline exceeded.",
+        "8 verification failed, 9 deadline exceeded, 128+N stopped by signal N (143 SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"relayer-job {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
@@ -139,10 +142,13 @@ def _fail(started: float, exc: JobError, *, traceback: bool) -> int:
     if traceback:
         logging_setup.get_logger().debug("job.failed", error=exc.message, exc_info=True)
     facts = {k: v for k, v in exc.facts.items() if k not in ("error", "error_code")}
-    return _finish(started, "failed", exc.exit_code, error_code=exc.error_code, error=exc.message, **facts)
+    outcome = "stopped" if isinstance(exc, Stopped) else "failed"
+    return _finish(started, outcome, exc.exit_code, error_code=exc.error_code, error=exc.message, **facts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stop.under_init()
+    stop.install()
     argv = list(sys.argv[1:] if argv is None else argv)
     logging_setup.remember_secrets(argv)
     with logging_setup.redacted_output():
@@ -165,6 +171,9 @@ def _main(argv: list[str]) -> int:
     module: ModuleType = args.module
     try:
         config = config_module.load(vars(args))
+        config_module.require_settings(
+            vars(args), database=command in USES_DATABASE, store=command in NEEDS_STORE
+        )
     except UsageError as exc:
         _fallback_logging(command, asked_format)
         return _fail(started, exc, traceback=False)
@@ -182,20 +191,24 @@ def _main(argv: list[str]) -> int:
     )
     debug = config.log_level == "debug"
     try:
+        privileges.drop(config, database=command in USES_DATABASE)
         outcome: Outcome = module.run(config, args)
     except JobError as exc:
-        return _fail(started, exc, traceback=debug)
+        return _fail(started, stop.explain(exc), traceback=debug)
     except KeyboardInterrupt:
         return _fail(started, JobError("interrupted"), traceback=False)
     except Exception as exc:
         known = translate(exc)
         if known is not None:
-            return _fail(started, known, traceback=debug)
+            return _fail(started, stop.explain(known), traceback=debug)
         # Anything else is a bug: show the traceback.
         log.error("job.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
         return _finish(
             started, "failed", 1, error_code="internal_error", error=f"{type(exc).__name__}: {exc}"
         )
+    late = stop.after_success(outcome.facts, starting=outcome.exec_argv[0] if outcome.exec_argv else None)
+    if late is not None:
+        return _fail(started, late, traceback=False)
     code = _finish(started, "ok", 0, **outcome.facts)
     if outcome.exec_argv:
         sys.stdout.flush()
