@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from job import acceptance, database, ledger, snapshot
+from job import acceptance, database, ledger, scratch, snapshot
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_location, require_sqlite_version
@@ -168,6 +168,7 @@ def run(config: Config, *, reason: str | None, revoke: int | None) -> dict[str, 
             "DATABASE_PATH / DATABASE_URL)"
         )
     with held(config.lock_file, timeout=config.lock_timeout, command="schema accept", shared=True):
+        scratch.remove_leftovers(db_path.parent)
         with database.opened(db_path) as conn:
             database.require_healthy(conn, f"database {db_path}")
             if revoke is not None:

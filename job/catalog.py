@@ -24,6 +24,7 @@ from job.manifest import (
     MANIFEST_NAME,
     ROOT,
     Manifest,
+    before_time,
     data_key,
     id_of,
     manifest_key,
@@ -34,6 +35,7 @@ from job.store import ObjectInfo, Store
 
 CHUNK = 1 << 20
 LEFTOVER_AGE = timedelta(hours=1)
+PRE_RESTORE = "pre-restore"  # the reason of the snapshot a restore takes of the database it replaces
 
 
 @dataclass
@@ -142,22 +144,43 @@ def latest_readable(store: Store) -> tuple[Manifest | None, str | None]:
 
 def resolve(store: Store, which: str, *, source: str = "snapshot") -> Manifest:
     """A snapshot chosen by a user (`source` names the flag or variable): 'latest' is the newest
-    restorable one; an id must exist and have a valid manifest."""
+    restorable one that no restore made (a pre-restore snapshot holds the state a restore replaced:
+    restoring it as 'latest' would undo that restore); 'before:TIME' the newest restorable one taken
+    strictly before TIME; an id must exist and have a valid manifest."""
     which = parse_choice(which, source)
-    if which == LATEST:
-        found = latest(store)
-        if found is None:
-            raise UsageError(
-                f"no restorable snapshot in {store.url}: check --store / SNAPSHOT_STORE (bucket and "
-                "prefix); damaged ones are logged as snapshot.damaged"
-            )
-        return found
+    before = before_time(which)
+    if which == LATEST or before is not None:
+        found_any = False
+        for manifest in restorable(store):
+            found_any = True
+            if manifest.created < before if before is not None else manifest.reason != PRE_RESTORE:
+                return manifest
+        if before is not None:
+            wanted = f" taken before {before:%Y-%m-%dT%H:%M:%SZ}"
+        else:
+            wanted = " other than pre-restore ones (each holds what a restore replaced)" if found_any else ""
+        raise UsageError(
+            f"no restorable snapshot{wanted} in {store.url}: check --store / SNAPSHOT_STORE "
+            "(bucket and prefix), or name one by id from 'snapshots list'; damaged ones are logged "
+            "as snapshot.damaged"
+        )
     if store.head(manifest_key(which)) is None:
         raise UsageError(f"snapshot {which!r} not found in {store.url} (see 'snapshots list')")
     return read_manifest(store, which)
 
 
-def _sha256_of(path: Path, deadline: Deadline) -> str:
+def listed(store: Store, *, since: datetime | None = None, until: datetime | None = None) -> list[Manifest]:
+    """The restorable snapshots taken between `since` and `until` (both inclusive), newest first."""
+    if since is not None and until is not None and since > until:
+        raise UsageError(f"--since {since:%Y-%m-%dT%H:%M:%SZ} is after --until {until:%Y-%m-%dT%H:%M:%SZ}")
+    return [
+        m
+        for m in restorable(store)
+        if (since is None or m.created >= since) and (until is None or m.created <= until)
+    ]
+
+
+def sha256_of(path: Path, deadline: Deadline) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
@@ -179,7 +202,7 @@ def fetch(store: Store, manifest: Manifest, destination: Path, *, deadline: Dead
     try:
         store.download(data_key(manifest.id), packed)
         deadline.check("verifying the snapshot")
-        actual = _sha256_of(packed, deadline)
+        actual = sha256_of(packed, deadline)
         if actual != manifest.compressed_sha256:
             raise VerificationFailed(
                 f"snapshot {manifest.id}: compressed SHA-256 is {actual}, manifest says "
@@ -211,9 +234,24 @@ def fetch(store: Store, manifest: Manifest, destination: Path, *, deadline: Dead
         raise VerificationFailed(f"snapshot {manifest.id}: integrity_check failed: {'; '.join(problems[:3])}")
 
 
+def prove(store: Store, manifest: Manifest, destination: Path, *, deadline: Deadline) -> None:
+    """`fetch`, then the health checks a deploy applies to the live database (quick_check and
+    foreign_key_check): a snapshot a deploy would refuse is not restorable. VerificationFailed
+    (exit 8) naming what is wrong."""
+    fetch(store, manifest, destination, deadline=deadline)
+    try:
+        with database.opened(destination) as conn:
+            database.require_healthy(conn, f"snapshot {manifest.id}")
+    except DatabaseProblem as exc:
+        raise VerificationFailed(
+            f"{exc.message}: a deploy would refuse it, so it is not restorable; choose another "
+            "snapshot ('snapshots list')"
+        ) from exc
+
+
 def verify(store: Store, which: str, *, download: bool, deadline: Deadline) -> dict[str, Any]:
-    """`snapshots verify`: present with the right size; with `download`, a full restore drill in a
-    temporary directory that touches nothing live. Unlike restore, 'latest' here is the newest
+    """`snapshots verify`: present with the right size; with `download`, a full restore drill (`prove`) in
+    a temporary directory that touches nothing live. Unlike restore, 'latest' here is the newest
     committed snapshot even when it is damaged: a check must not look past a broken backup (a
     stray folder dated in the future is not a backup, though)."""
     which = parse_choice(which, "snapshots verify ID")
@@ -228,9 +266,15 @@ def verify(store: Store, which: str, *, download: bool, deadline: Deadline) -> d
     check_present(store, manifest)
     if download:
         with tempfile.TemporaryDirectory(prefix="relayer-job-verify-") as scratch:
-            fetch(store, manifest, Path(scratch) / f"{manifest.id}.db", deadline=deadline)
+            prove(store, manifest, Path(scratch) / f"{manifest.id}.db", deadline=deadline)
     get_logger().info("snapshot.verified", id=manifest.id, downloaded=download)
-    return {"id": manifest.id, "downloaded": download, "integrity_check": "ok" if download else None}
+    checked = "ok" if download else None
+    return {
+        "id": manifest.id,
+        "downloaded": download,
+        "integrity_check": checked,
+        "foreign_key_check": checked,
+    }
 
 
 def summary(manifest: Manifest) -> dict[str, Any]:

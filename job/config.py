@@ -54,6 +54,7 @@ class Config:
     allow_network_fs: bool = False
     allow_new_database: bool = False
     restore_snapshot: str | None = None
+    keep_replaced: int = 1  # RESTORE_KEEP_REPLACED: how many databases replaced by restores stay on the disk
     allow_drift: bool = False
     schema_accept_reason: str | None = None
     schema_accept_fingerprint: str | None = None
@@ -103,6 +104,13 @@ def _part_size(raw: Any, source: str) -> int:
     if not 5 <= value <= 5120:
         raise UsageError(f"{source}: S3 parts must be 5 to 5120 MiB, got {raw!r}")
     return value
+
+
+def _count(raw: Any, source: str) -> int:
+    value = str(raw).strip()
+    if not value.isdecimal() or not value.isascii():
+        raise UsageError(f"{source}: expected a whole number >= 0, got {raw!r}")
+    return int(value)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
@@ -237,6 +245,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         s3=s3,
         disk_mount_path=_parse(flags, env, "--disk", "DISK_MOUNT_PATH", None, _path),
         restore_snapshot=_parse(flags, env, "--restore", "RESTORE_SNAPSHOT", None, parse_choice),
+        keep_replaced=_parse(flags, env, "--keep-replaced", "RESTORE_KEEP_REPLACED", 1, _count),
         allow_network_fs=bool(flags.get("allow_network_fs")),
         allow_new_database=bool(flags.get("allow_new_database"))
         or _parse({}, env, "--allow-new-database", "ALLOW_NEW_DATABASE", False, _flag),

@@ -14,17 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from job import accept, catalog, database, ledger, restore, snapshot
+from job import accept, database, ledger, newdb, restore, scratch, snapshot
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_location, ensure_directory, require_sqlite_version
-from job.errors import DatabaseProblem, JobError, UsageError, VerificationFailed
+from job.errors import JobError, UsageError, VerificationFailed
 from job.lock import RELAYER_HOLDER, DiskLock, acquire
 from job.log import get_logger
 from job.migrate import migrate_connection
 from job.migrations import Migration, discover
 from job.store import Store, open_store
 from job.undo import RollbackUnverified
+
+START_EMPTY = "start the relayer on a new, empty database"
 
 
 @contextlib.contextmanager
@@ -46,6 +48,8 @@ def run(config: Config, *, keep_lock: bool = False) -> tuple[dict[str, Any], Dis
         check_location(config)
         migrations = discover(config.migrations_dir, deadline)
         store = open_store(config.store_url, config.s3, deadline)
+        if not config.restore_snapshot:  # refused before any directory is created
+            newdb.refuse_empty_start(config, doing=START_EMPTY, deadline=deadline, store=store)
     with step("lock", durations):
         ensure_directory(db_path.parent)
         lock = acquire(config.lock_file, timeout=config.lock_timeout, command="deploy")
@@ -70,14 +74,15 @@ def _under_lock(
 ) -> dict[str, Any]:
     log = get_logger()
     db_path = config.db_path
+    scratch.remove_leftovers(db_path.parent)
     restored = None
     if config.restore_snapshot:
         with step("restore", durations):
             restored = restore.requested_once(config, store, deadline)
-    existed = db_path.exists()
+    new = newdb.refuse_empty_start(config, doing=START_EMPTY, deadline=deadline, store=store)
     snapshot_facts: dict[str, Any] = {"snapshot_id": None}
     accepted = None
-    if existed:
+    if new is None:
         with step("health", durations), database.opened(db_path) as conn:
             database.require_healthy(conn, f"database {db_path}")
         with step("snapshot", durations):
@@ -86,11 +91,11 @@ def _under_lock(
             with step("schema_accept", durations), database.opened(db_path) as conn:
                 accepted = accept.requested_once(conn, migrations, config, deadline)
     else:
-        _refuse_silent_empty_start(config, store)
         log.warning(
-            "database.missing",
+            "database.missing" if not db_path.exists() else "database.empty",
             path=str(db_path),
-            note="a new, empty database will be created and migrated",
+            why=new,
+            note="a new database will be created and migrated",
         )
     try:
         with step("migrate", durations), database.opened(db_path, create=True) as conn:
@@ -118,7 +123,7 @@ def _under_lock(
         post_snapshot = _post_migrate_snapshot(db_path, store, deadline, durations)
     return {
         "db": str(db_path),
-        "new_database": not existed,
+        "new_database": new is not None,
         "restored": restored["restored"] if restored else None,
         "post_migrate_snapshot_id": post_snapshot,
         "snapshot_id": snapshot_facts.get("snapshot_id"),
@@ -154,17 +159,3 @@ def gate(config: Config, argv: list[str], *, hold_lock: bool) -> dict[str, Any]:
     if lock is not None:
         lock.share(holder=f"{' '.join(argv)} ({RELAYER_HOLDER})")
     return {**facts, "exec": argv}
-
-
-def _refuse_silent_empty_start(config: Config, store: Store) -> None:
-    """A missing database while the store holds snapshots is a wrong DATABASE_PATH, an unmounted
-    or replaced disk, or lost data, not a first deploy: never start the relayer empty unasked."""
-    newest, _ = catalog.latest_readable(store)
-    if newest is None or config.allow_new_database:
-        return
-    raise DatabaseProblem(
-        f"database {config.db_path} does not exist, but {store.url} holds snapshots (newest "
-        f"{newest.id}, schema {newest.schema_version}, {newest.reason}, {newest.created_at}); "
-        f"to bring the data back set RESTORE_SNAPSHOT={newest.id} (or an older id from 'snapshots "
-        "list'); to really start empty set ALLOW_NEW_DATABASE=1; else check DATABASE_PATH"
-    )

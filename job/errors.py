@@ -49,6 +49,10 @@ class DatabaseLocked(LockNotAcquired):
     error_code = "database_locked"  # SQLite's own lock (busy/locked): another process writes
 
 
+class DatabaseInUse(LockNotAcquired):
+    error_code = "database_in_use"  # another process has the database open, without the disk lock
+
+
 class EnvironmentRefused(JobError):
     exit_code = 4
     error_code = "environment_refused"

@@ -75,16 +75,50 @@ def make_id(stamp: int, raw_sha256: str) -> str:
     return made
 
 
+BEFORE = "before:"
+CHOICES = f"a snapshot id (YYYYMMDDTHHMMSSZ-xxxxxxxx, see 'snapshots list'), {LATEST!r} or '{BEFORE}TIME'"
+TIMES = "YYYY-MM-DDTHH:MMZ or YYYY-MM-DDTHH:MM:SSZ, in UTC"
+TIME_PATTERN = re.compile(
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?"
+    r"([Zz]|[+-][0-9]{2}:?[0-9]{2})?\Z"
+)
+
+
+def parse_time(raw: Any, source: str) -> datetime:
+    """A point in time given by a user, in UTC, or exit 2 naming `source`. UTC only: a time without
+    its zone, or in another one, is refused rather than guessed."""
+    value = str(raw).strip()
+    match = TIME_PATTERN.match(value)
+    if match is None:
+        raise UsageError(f"{source}: {raw!r} is not a time like 2026-11-28T09:00Z ({TIMES})")
+    *parts, zone = match.groups()
+    if zone not in ("Z", "z", "+00:00", "+0000"):
+        raise UsageError(f"{source}: {raw!r} must be in UTC, ending in Z ({TIMES})")
+    year, month, day, hour, minute, second = (int(p or 0) for p in parts)
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError as exc:
+        raise UsageError(f"{source}: {raw!r} is not a valid time: {exc}") from None
+
+
 def parse_choice(raw: Any, source: str) -> str:
-    """A snapshot chosen by a user: 'latest' or an id, else exit 2 naming `source` (the flag or
-    variable). The one place that reads such requests, so that new forms can be added here."""
+    """A snapshot chosen by a user, in its canonical form: 'latest', an id, or 'before:' and a UTC
+    time (the newest restorable snapshot taken strictly before it); else exit 2 naming `source`
+    (the flag or variable). The one place that reads such requests, so that new forms are added
+    here; a canonical form parses to itself."""
     value = str(raw).strip()
     if value == LATEST or id_time(value) is not None:
         return value
-    raise UsageError(
-        f"{source}: {raw!r} is not a snapshot id (YYYYMMDDTHHMMSSZ-xxxxxxxx, see 'snapshots list') "
-        f"or {LATEST!r}"
-    )
+    if value[: len(BEFORE)].lower() == BEFORE:
+        return BEFORE + parse_time(value[len(BEFORE) :], source).strftime(CREATED_AT)
+    raise UsageError(f"{source}: {raw!r} is not {CHOICES}")
+
+
+def before_time(choice: str) -> datetime | None:
+    """The time of a canonical 'before:' choice (from parse_choice), else None."""
+    if not choice.startswith(BEFORE):
+        return None
+    return datetime.strptime(choice[len(BEFORE) :], CREATED_AT).replace(tzinfo=UTC)
 
 
 def _conforms(value: object, hint: Any) -> bool:

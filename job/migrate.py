@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from job import __version__, acceptance, database, ledger, undo
+from job import __version__, acceptance, database, ledger, newdb, scratch, undo
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_location, ensure_directory, require_sqlite_version
@@ -425,14 +425,17 @@ def run(config: Config, *, dry_run: bool = False) -> dict[str, Any]:
     if dry_run:
         return _dry_run(config, migrations, deadline, config.allow_drift)
     db_path = config.db_path
+    # Before any directory is created: a mistyped path must not become a new database.
+    new = newdb.refuse_empty_start(config, doing="create or migrate a new, empty database", deadline=deadline)
     ensure_directory(db_path.parent)
     with held(config.lock_file, timeout=config.lock_timeout, command="migrate"):
+        scratch.remove_leftovers(db_path.parent)
         created = not db_path.exists()
         with database.opened(db_path, create=True) as conn:
             if created:
                 log.info("database.created", path=str(db_path))
             facts = migrate_connection(conn, migrations, deadline=deadline, allow_drift=config.allow_drift)
-    return {"db": str(db_path), "new_database": created, **facts}
+    return {"db": str(db_path), "new_database": new is not None, **facts}
 
 
 def _dry_run(

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from job import __version__, catalog, database, ledger
+from job import __version__, catalog, database, ledger, newdb, scratch
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_location, require_free_space
@@ -256,5 +256,9 @@ def run(config: Config, *, reason: str, if_db_exists: bool, force: bool = False)
             f"database {config.db_path} does not exist, so there is nothing to snapshot; check "
             "--db / DATABASE_PATH, or pass --if-db-exists to treat that as success"
         )
+    newdb.refuse_empty_start(
+        config, doing="snapshot it (it would become the newest snapshot)", deadline=deadline, store=store
+    )
     with held(config.lock_file, timeout=config.lock_timeout, command="snapshot", shared=True):
+        scratch.remove_leftovers(config.db_path.parent)
         return create(config.db_path, store, reason=reason, deadline=deadline, force=force)

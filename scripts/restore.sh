@@ -26,12 +26,13 @@ export LOG_FORMAT="${LOG_FORMAT:-console}"
 echo "== snapshots (newest first)"
 job snapshots list
 if [ "$which" = "latest" ]; then
-    # Name the snapshot: after an incident the newest one may be a copy of the broken state.
-    which="$(job snapshots list --json 2>/dev/null | python3 -c 'import json, sys; rows = json.load(sys.stdin); print(rows[0]["id"] if rows else "")')"
-    [ -n "$which" ] || { echo "no committed snapshot in the store: check SNAPSHOT_STORE" >&2; exit 2; }
+    # Name the snapshot: after an incident the newest one may be a copy of the broken state. As for
+    # `restore latest`, a pre-restore snapshot (what an earlier restore replaced) is passed over.
+    which="$(job snapshots list --json 2>/dev/null | python3 -c 'import json, sys; rows = [r for r in json.load(sys.stdin) if r["reason"] != "pre-restore"]; print(rows[0]["id"] if rows else "")')"
+    [ -n "$which" ] || { echo "no restorable snapshot (other than pre-restore ones) in the store: check SNAPSHOT_STORE, or name one by id" >&2; exit 2; }
     echo "latest is $which"
 fi
-echo "== proving snapshot '$which' (download, SHA-256, integrity_check)"
+echo "== proving snapshot '$which' (download, SHA-256, integrity_check, foreign_key_check)"
 job snapshots verify "$which" --download
 if [ "$assume_yes" -ne 1 ]; then
     if [ ! -t 0 ]; then

@@ -134,7 +134,7 @@ def test_restore_script_proves_then_restores(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert sha(db) == manifest(tmp_path, snapshot_id)["raw_sha256"]
-    assert "both SHA-256 values and integrity_check ok" in done.stdout and "schema version  1" in done.stdout
+    assert "integrity_check and foreign_key_check ok" in done.stdout and "schema version  1" in done.stdout
 
 
 def test_deploy_restore_flag_restores_once_then_migrates(cli, tmp_path: Path) -> None:
@@ -147,7 +147,8 @@ def test_deploy_restore_flag_restores_once_then_migrates(cli, tmp_path: Path) ->
     assert run.rc == 0, run.stdout
     assert run.finished["restored"] == snapshot_id and run.finished["schema_version"] == 4
     assert int(str(scalar(db, "SELECT count(*) FROM commands"))) == 100
-    assert (db.parent / ".relayer-job-restored").read_text().strip() == snapshot_id
+    record = json.loads((db.parent / ".relayer-job-restored").read_text())
+    assert record["request"] == record["id"] == snapshot_id and record["state"] == "done"
     again = cli("deploy", "--db", str(db), "--store", store, "--restore", snapshot_id)
     assert again.rc == 0 and again.finished["restored"] is None
 

@@ -16,15 +16,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     options.add_disk(parser)
     parser.add_argument(
         "--restore",
-        metavar="ID|latest",
+        metavar="ID|latest|before:TIME",
         help="restore this snapshot first, once (recorded on the disk) [RESTORE_SNAPSHOT]",
     )
     options.add_allow_drift(parser)
-    parser.add_argument(
-        "--allow-new-database",
-        action="store_true",
-        help="start with a new empty database even though the store holds snapshots [ALLOW_NEW_DATABASE]",
-    )
+    options.add_allow_new_database(parser)
 
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:

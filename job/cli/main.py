@@ -53,6 +53,9 @@ USES_STORE: set[str] = {"status", "snapshot", "snapshots", "deploy", "gate", "pr
 # What a command needs configured (JOB_NO_DEFAULTS) and whether it touches the database (JOB_USER).
 USES_DATABASE: set[str] = {"status", "snapshot", "deploy", "gate", "migrate", "restore", "schema"}
 NEEDS_STORE: set[str] = USES_STORE | {"schema"}  # `schema accept` adds the store options itself
+# migrate has the store options without needing them: it reads the store only when about to create
+# or adopt an empty database, to refuse that while the store holds snapshots (job.newdb).
+STORE_OPTIONS: set[str] = USES_STORE | {"migrate"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -88,7 +91,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     for name, module in COMMANDS.items():
         parents: list[argparse.ArgumentParser] = [options.common()] + (
-            [options.store()] if name in USES_STORE else []
+            [options.store()] if name in STORE_OPTIONS else []
         )
         command = sub.add_parser(
             name,

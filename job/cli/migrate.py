@@ -1,4 +1,4 @@
-"""relayer-job migrate [--dry-run] [--allow-drift]"""
+"""relayer-job migrate [--dry-run] [--allow-drift] [--allow-new-database]"""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="rehearse on a consistent copy of the database; the database is not changed",
     )
     options.add_allow_drift(parser)
+    options.add_allow_new_database(parser)
 
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:

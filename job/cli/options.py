@@ -68,6 +68,15 @@ def add_allow_drift(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_allow_new_database(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-new-database",
+        action="store_true",
+        help="create (or adopt) a new, empty database even though the store holds snapshots "
+        "[ALLOW_NEW_DATABASE]",
+    )
+
+
 def add_snapshot_choice(parser: argparse.ArgumentParser, purpose: str) -> None:
     parser.add_argument(
         "which",
@@ -75,5 +84,6 @@ def add_snapshot_choice(parser: argparse.ArgumentParser, purpose: str) -> None:
         default="latest",
         metavar="ID|latest",
         type=lambda raw: parse_choice(raw, f"{parser.prog} ID|latest"),
-        help=f"the snapshot to {purpose} (see 'snapshots list'); default latest, the newest one",
+        help=f"the snapshot to {purpose}: an id (see 'snapshots list'), latest (the default) or "
+        "before:TIME (the newest taken strictly before TIME, e.g. before:2026-11-28T09:00Z)",
     )

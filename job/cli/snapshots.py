@@ -1,10 +1,12 @@
-"""relayer-job snapshots list [--json] | verify [ID|latest] [--download]
+"""relayer-job snapshots list [--json] [--since TIME] [--until TIME] | verify [ID|latest] [--download]
 | prune --keep-last N [--keep-days D] [--apply] [--delete-damaged] [--json]"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from job import catalog, retention
@@ -13,6 +15,7 @@ from job.cli.outcome import Outcome
 from job.config import Config
 from job.deadline import Deadline
 from job.errors import UsageError
+from job.manifest import TIMES, parse_time
 from job.store import open_store
 
 HELP = "list, verify or prune the snapshots in the store"
@@ -24,6 +27,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     shared = [options.common(), options.store()]
     listing = actions.add_parser("list", help="committed snapshots, newest first", parents=shared)
     listing.add_argument("--json", action="store_true", help="print a JSON array on stdout")
+    listing.add_argument(
+        "--since",
+        metavar="TIME",
+        type=_time("--since"),
+        help=f"only snapshots taken at or after TIME ({TIMES})",
+    )
+    listing.add_argument(
+        "--until",
+        metavar="TIME",
+        type=_time("--until"),
+        help=f"only snapshots taken at or before TIME ({TIMES})",
+    )
     verify = actions.add_parser(
         "verify",
         help="check a snapshot (with --download: a restore drill)",
@@ -51,6 +66,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     prune.add_argument("--json", action="store_true", help="print the plan as a JSON object on stdout")
 
 
+def _time(flag: str) -> Callable[[str], datetime]:
+    return lambda raw: parse_time(raw, flag)
+
+
 def _number(raw: str | None, flag: str) -> float | None:
     if raw is None:
         return None
@@ -64,7 +83,7 @@ def run(config: Config, args: argparse.Namespace) -> Outcome:
     deadline = Deadline(config.deadline)
     store = open_store(config.store_url, config.s3, deadline)
     if args.action == "list":
-        rows = [catalog.summary(m) for m in catalog.restorable(store)]
+        rows = [catalog.summary(m) for m in catalog.listed(store, since=args.since, until=args.until)]
         if args.json:
             print(json.dumps(rows), flush=True)
         else:
@@ -76,12 +95,13 @@ def run(config: Config, args: argparse.Namespace) -> Outcome:
                     flush=True,
                 )
             if not rows:
-                print(f"no committed snapshots in {store.url}", flush=True)
+                between = " in that time range" if args.since or args.until else ""
+                print(f"no restorable snapshots{between} in {store.url}", flush=True)
         return Outcome({"count": len(rows), "store": store.url})
     if args.action == "verify":
         facts = catalog.verify(store, args.which, download=args.download, deadline=deadline)
         checked = (
-            "downloaded, both SHA-256 values and integrity_check ok"
+            "downloaded, both SHA-256 values, integrity_check and foreign_key_check ok"
             if args.download
             else "present and the size matches; content not checked (add --download)"
         )
