@@ -48,7 +48,7 @@ def run(config: Config, *, keep_lock: bool = False) -> tuple[dict[str, Any], Dis
         check_location(config)
         migrations = discover(config.migrations_dir, deadline)
         store = open_store(config.store_url, config.s3, deadline)
-        if not config.restore_snapshot:  # refused before any directory is created
+        if not config.restore_snapshot and not db_path.exists():  # before any directory is created
             newdb.refuse_empty_start(config, doing=START_EMPTY, deadline=deadline, store=store)
     with step("lock", durations):
         ensure_directory(db_path.parent)

@@ -34,6 +34,7 @@ from job.replay import Replay, version_label
 from job.schema import Item, Schema, describe, difference_items, group, summarise
 
 APPLIED_BY = f"relayer-job {__version__}"
+NEW_DATABASE = "create or migrate a new, empty database"
 REMEDY = (
     "If a migration died half-way (the relayer's own runner is not atomic), restore the snapshot "
     "taken before it ('relayer-job snapshots list'); if the difference is known and harmless, accept "
@@ -425,11 +426,12 @@ def run(config: Config, *, dry_run: bool = False) -> dict[str, Any]:
     if dry_run:
         return _dry_run(config, migrations, deadline, config.allow_drift)
     db_path = config.db_path
-    # Before any directory is created: a mistyped path must not become a new database.
-    new = newdb.refuse_empty_start(config, doing="create or migrate a new, empty database", deadline=deadline)
+    if not db_path.exists():  # before any directory is created: a mistyped path stays a typo
+        newdb.refuse_empty_start(config, doing=NEW_DATABASE, deadline=deadline)
     ensure_directory(db_path.parent)
     with held(config.lock_file, timeout=config.lock_timeout, command="migrate"):
         scratch.remove_leftovers(db_path.parent)
+        new = newdb.refuse_empty_start(config, doing=NEW_DATABASE, deadline=deadline)
         created = not db_path.exists()
         with database.opened(db_path, create=True) as conn:
             if created:

@@ -30,6 +30,7 @@ from job.store import Store, open_store
 ZSTD_LEVEL = 1
 CHUNK = 1 << 20
 SCRATCH_PREFIX = ".relayer-job-snapshot-"
+EMPTY = "snapshot it (an empty snapshot would become the newest one)"
 FREE_SPACE_MARGIN = 16 << 20
 DEPLOY_CONTEXT = (
     "RENDER_GIT_COMMIT",
@@ -256,9 +257,7 @@ def run(config: Config, *, reason: str, if_db_exists: bool, force: bool = False)
             f"database {config.db_path} does not exist, so there is nothing to snapshot; check "
             "--db / DATABASE_PATH, or pass --if-db-exists to treat that as success"
         )
-    newdb.refuse_empty_start(
-        config, doing="snapshot it (it would become the newest snapshot)", deadline=deadline, store=store
-    )
     with held(config.lock_file, timeout=config.lock_timeout, command="snapshot", shared=True):
         scratch.remove_leftovers(config.db_path.parent)
+        newdb.refuse_empty_start(config, doing=EMPTY, deadline=deadline, store=store)
         return create(config.db_path, store, reason=reason, deadline=deadline, force=force)
