@@ -109,9 +109,16 @@ def _resolve_once(store: Store, request: str, record: Path) -> tuple[Manifest, R
 
 
 def _unique_aside(db_path: Path) -> str:
-    """A `.replaced-<time>` name free for the database and each of its journal files."""
+    """A `.replaced-<time>` name free for the database and each of its journal files, numbered
+    after any other of the same second (`-2`, `-3`, ...) so that names still sort by age."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    for n in itertools.count(1):
+    base = f"{db_path.name}{REPLACED}{stamp}"
+    taken = [
+        int(match[2] or 1)
+        for path in db_path.parent.glob(f"{glob.escape(base)}*")
+        if (match := KEPT_NAME.match(path.name[len(db_path.name) :])) and match[1] == stamp
+    ]
+    for n in itertools.count(max(taken, default=0) + 1):
         name = f"{db_path}{REPLACED}{stamp}" + (f"-{n}" if n > 1 else "")
         if not any(os.path.lexists(name + suffix) for suffix in ("", *SIDECARS)):
             return name

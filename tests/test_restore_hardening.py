@@ -364,19 +364,22 @@ def test_sqlite_locks_reveal_users_that_proc_cannot_show(tmp_path: Path, monkeyp
 # --- Item 8: kept copies are unique, bounded; scratch files never linger -------------------------
 
 
-def test_a_name_clash_never_fails_a_restore(tmp_path: Path) -> None:
+def test_a_name_clash_never_fails_a_restore_and_names_still_sort_by_age(tmp_path: Path) -> None:
     site = incident(tmp_path)
     now = time.time()
-    taken = [
-        site.db.parent / f"relayer.db.replaced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now + t))}"
-        for t in range(-2, 60)
-    ]
+    taken = []
+    for t in range(-2, 60):  # every name a restore in the next minute would want, and a later one
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now + t))
+        taken += [
+            site.db.parent / f"relayer.db.replaced-{stamp}",
+            site.db.parent / f"relayer.db.replaced-{stamp}-3",
+        ]
     for path in taken:
         path.write_text("taken")
     run = site.run("restore", site.good, "--force", RESTORE_KEEP_REPLACED="1000")
     assert run.rc == 0, run.stdout
     [aside] = run.finished["kept"]
-    assert aside.endswith("-2") and count(Path(aside)) == 0  # the replaced, damaged database
+    assert aside.endswith("-4") and count(Path(aside)) == 0  # after every other of its second
     assert all(path.read_text() == "taken" for path in taken)
 
 
@@ -392,7 +395,8 @@ def test_kept_copies_are_limited_and_their_removal_logged(tmp_path: Path) -> Non
             removed = run.event("restore.replaced_removed")
             assert removed["path"] in run.finished["removed"] and removed["keep"] == 1
         Path(f"{aside}-journal").write_bytes(b"a journal kept with it")
-    assert kept(site.db) == [aside] and not list(site.db.parent.glob("*.replaced-*-journal"))[:-1]
+    assert kept(site.db) == [aside]
+    assert [p.name for p in site.db.parent.glob("*.replaced-*-journal")] == [f"{aside.name}-journal"]
     execute(site.db, "DELETE FROM repos")
     two = site.run("restore", site.good, "--force", RESTORE_KEEP_REPLACED="2")
     assert two.rc == 0 and len(kept(site.db)) == 2
