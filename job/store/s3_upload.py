@@ -26,7 +26,7 @@ from job.store.threads import DaemonExecutor
 if TYPE_CHECKING:
     from job.store.s3 import S3Store
 
-IN_FLIGHT = 2
+IN_FLIGHT = 3
 
 
 def _b64(digest: bytes) -> str:
@@ -52,12 +52,15 @@ class S3Upload:
         return f"uploading {self.store.url}/{self.key}"
 
     def write(self, data: bytes) -> None:
-        self.buffer += data
         self.size += len(data)
-        part_size = self.store.part_size
-        while len(self.buffer) >= part_size:
-            self._send(bytes(self.buffer[:part_size]))
-            del self.buffer[:part_size]
+        view = memoryview(data)
+        while view:
+            room = self.store.part_size - len(self.buffer)
+            self.buffer += view[:room]
+            view = view[room:]
+            if len(self.buffer) == self.store.part_size:
+                part, self.buffer = self.buffer, bytearray()
+                self._send(bytes(part))
 
     def _raise_failure(self) -> None:
         for future in self.pending:
