@@ -36,7 +36,7 @@ class S3Options:
     sse: str | None = None
     sse_kms_key_id: str | None = None
     storage_class: str | None = None
-    part_size_mb: int = 16
+    part_size_mb: int = 8
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         sse=_parse(flags, env, "--s3-sse", "S3_SSE", None, _choice(SSE_MODES)),
         sse_kms_key_id=_parse(flags, env, "--s3-sse-kms-key-id", "S3_SSE_KMS_KEY_ID", None, _text),
         storage_class=_parse(flags, env, "--s3-storage-class", "S3_STORAGE_CLASS", None, _text),
-        part_size_mb=_parse(flags, env, "--s3-part-size-mb", "S3_PART_SIZE_MB", 16, _part_size),
+        part_size_mb=_parse(flags, env, "--s3-part-size-mb", "S3_PART_SIZE_MB", 8, _part_size),
     )
     requested = [bool(env.get(v, "").strip()) for v in ("SCHEMA_ACCEPT_REASON", "SCHEMA_ACCEPT_FINGERPRINT")]
     if requested[0] != requested[1]:

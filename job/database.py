@@ -8,8 +8,11 @@ backup API; connections run in SQLite's own autocommit mode so that every transa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import os
 import sqlite3
+import struct
 import sys
 import tempfile
 import time
@@ -47,6 +50,12 @@ def connect(target: Path | str, *, create: bool = False) -> sqlite3.Connection:
             raise cause from exc
         raise DatabaseProblem(f"cannot open {target} as a SQLite database: {exc}") from exc
     return conn
+
+
+def immutable_uri(path: Path) -> str:
+    """A URI that opens a private file read-only and without any locking: for scratch copies that
+    this process also reads with plain I/O (closing those descriptors would drop SQLite's locks)."""
+    return f"file:{_quote(path)}?mode=ro&immutable=1"
 
 
 def _quote(path: Path) -> str:
@@ -143,6 +152,97 @@ def require_foreign_keys(conn: sqlite3.Connection, what: str) -> None:
 
 
 ProgressFn = Callable[[int, int], None]
+RAW_COPY_CHUNK = 64 << 20  # bytes copied in-kernel between two deadline checks
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What identifies one version of a rollback-journal database file: SQLite's file change
+    counter (incremented by every transaction that changes the file) and page count from the
+    header, and the file's inode, size, ctime and mtime. Equal states prove equal content: a
+    commit changes the counter, any write changes ctime, a replaced file has another inode."""
+
+    change_counter: int
+    page_count: int
+    size: int
+    inode: int
+    ctime_ns: int
+    mtime_ns: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def _state(header: bytes, st: os.stat_result) -> FileState | None:
+    """The state, or None when the header cannot prove it: a WAL database (commits live in the
+    -wal file and leave the counter alone), or a header whose page count is stale."""
+    if len(header) < 100 or header[18] != 1 or header[19] != 1:
+        return None
+    counter, pages = struct.unpack(">II", header[24:32])
+    if struct.unpack(">I", header[92:96])[0] != counter:
+        return None
+    return FileState(counter, pages, st.st_size, st.st_ino, st.st_ctime_ns, st.st_mtime_ns)
+
+
+@contextlib.contextmanager
+def _read_locked(db_path: Path) -> Iterator[tuple[sqlite3.Connection, int]]:
+    """A read transaction on `db_path` (SQLite's SHARED lock: no writer can change the file, a hot
+    journal is rolled back first) and a plain descriptor on the same file. The descriptor is closed
+    only after the connection: closing any descriptor of the file drops all of this process's POSIX
+    locks on it, SQLite's included (sqlite.md)."""
+    fd = os.open(db_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with opened(db_path) as conn:
+            conn.execute("BEGIN")
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                yield conn, fd
+            finally:
+                conn.execute("ROLLBACK")
+    finally:
+        os.close(fd)
+
+
+def file_state(db_path: Path) -> FileState | None:
+    """The database's current FileState (None for WAL or an unprovable header); cheap: one read
+    transaction and 100 bytes, whatever the size of the database."""
+    with _read_locked(db_path) as (_conn, fd):
+        return _state(os.pread(fd, 100, 0), os.fstat(fd))
+
+
+def raw_copy(
+    db_path: Path, destination: Path, *, deadline: Deadline
+) -> tuple[DatabaseInfo, FileState] | None:
+    """Copy a rollback-journal database file byte for byte, in the kernel, while holding SQLite's
+    SHARED lock only for that copy: a writer waits at most that long (a pinned backup-API copy
+    holds it for the whole, slower, page-by-page copy). The state is read in the same lock, so it
+    describes exactly the copied bytes. None for a WAL database (the main file alone is not the
+    database; use copy_consistent)."""
+    with destination.open("r+b") as out:
+        with contextlib.suppress(OSError):  # preallocating makes the copy under the lock faster
+            os.posix_fallocate(out.fileno(), 0, max(db_path.stat().st_size, 1))
+        with _read_locked(db_path) as (conn, fd):
+            state = _state(os.pread(fd, 100, 0), os.fstat(fd))
+            if state is None:
+                out.truncate(0)  # leave an empty file for the backup API
+                return None
+            details = info(conn)
+            copied = 0
+            while copied < state.size:
+                deadline.check("copying the database")
+                copied += _copy_range(fd, out.fileno(), copied, min(RAW_COPY_CHUNK, state.size - copied))
+        out.truncate(copied)
+    return details, state
+
+
+def _copy_range(source: int, target: int, offset: int, count: int) -> int:
+    done = 0
+    while done < count:
+        moved = os.copy_file_range(source, target, count - done, offset + done, offset + done)
+        if moved == 0:
+            raise OSError(errno.EIO, "the database file ended early while copying it")
+        done += moved
+    return done
 
 
 def copy_consistent(

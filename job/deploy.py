@@ -80,13 +80,22 @@ def _under_lock(
         with step("restore", durations):
             restored = restore.requested_once(config, store, deadline)
     new = newdb.refuse_empty_start(config, doing=START_EMPTY, deadline=deadline, store=store)
+    existed = new is None  # holds data: a missing or empty database is a new one
     snapshot_facts: dict[str, Any] = {"snapshot_id": None}
     accepted = None
-    if new is None:
-        with step("health", durations), database.opened(db_path) as conn:
-            database.require_healthy(conn, f"database {db_path}")
-        with step("snapshot", durations):
-            snapshot_facts = snapshot.create(db_path, store, reason="pre-migrate", deadline=deadline)
+    if existed:
+        with step("proof", durations):
+            proven = snapshot.healthy_and_unchanged(db_path, store)
+        if proven is not None:
+            log.info(
+                "database.unchanged", since=proven.id, checks="quick_check and foreign_key_check passed then"
+            )
+            snapshot_facts = {"snapshot_id": proven.id, "unchanged": True}
+        else:
+            with step("health", durations), database.opened(db_path) as conn:
+                database.require_healthy(conn, f"database {db_path}")
+            with step("snapshot", durations):
+                snapshot_facts = snapshot.create(db_path, store, reason="pre-migrate", deadline=deadline)
         if config.schema_accept_reason:
             with step("schema_accept", durations), database.opened(db_path) as conn:
                 accepted = accept.requested_once(conn, migrations, config, deadline)
@@ -105,8 +114,12 @@ def _under_lock(
         if isinstance(exc, RollbackUnverified):
             exc.name_way_back(snapshot_facts.get("snapshot_id"))
         raise
+    wrote = bool(migrated["applied"] or migrated["adopted"] or migrated["checksums_recorded"] or accepted)
     with step("verify", durations), database.opened(db_path) as conn:
-        problems = database.quick_check(conn) + database.foreign_key_problems(conn)
+        # Nothing written since the health check (or the proof): only the ledger needs a look.
+        problems = (
+            database.quick_check(conn) + database.foreign_key_problems(conn) if wrote or not existed else []
+        )
         missing = [m.name for m in migrations if m.name not in ledger.read(conn)]
         if missing:
             problems.append(
@@ -119,11 +132,11 @@ def _under_lock(
                 snapshot_id=snapshot_facts.get("snapshot_id"),
             )
     post_snapshot = None
-    if migrated["applied"] or migrated["adopted"] or migrated["checksums_recorded"] or accepted:
+    if wrote:
         post_snapshot = _post_migrate_snapshot(db_path, store, deadline, durations)
     return {
         "db": str(db_path),
-        "new_database": new is not None,
+        "new_database": not existed,
         "restored": restored["restored"] if restored else None,
         "post_migrate_snapshot_id": post_snapshot,
         "snapshot_id": snapshot_facts.get("snapshot_id"),

@@ -162,6 +162,11 @@ class Manifest:
     schema_version: int
     job_version: str
     deploy: dict[str, str] = field(default_factory=dict)
+    # Added later, absent from older manifests: foreign_key_check of the copy ("ok" or the first
+    # violations), and the source's FileState for rollback-journal files (job.database), which lets
+    # a later run prove the database unchanged without reading it.
+    foreign_key_check: str | None = None
+    source: dict[str, int] | None = None
     format: str = FORMAT
 
     def to_json(self) -> bytes:

@@ -1,18 +1,24 @@
-"""Taking a snapshot: consistent copy, quick_check, one streaming pass of zstd + SHA-256, upload,
-verify, and the manifest last as the commit point. Unchanged databases are not uploaded again."""
+"""Taking a snapshot: a consistent private copy (in-kernel, under a short read lock), then one
+streaming pass of zstd + SHA-256 straight into the store while quick_check and foreign_key_check
+run on the copy, the upload verified, and the manifest last as the commit point. A database that
+provably has not changed since the newest snapshot is not copied at all, and one whose content is
+the same is not committed again."""
 
 from __future__ import annotations
 
 import calendar
+import contextvars
 import hashlib
 import os
 import re
+import secrets
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import zstandard
 
@@ -20,15 +26,15 @@ from job import __version__, catalog, database, ledger, newdb, scratch
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_location, require_free_space
-from job.errors import DatabaseProblem, EnvironmentRefused, VerificationFailed
+from job.errors import DatabaseProblem, EnvironmentRefused
 from job.lock import held
 from job.log import get_logger
 from job.manifest import Manifest, data_key, make_id, manifest_key, time_if_past
 from job.progress import Progress
-from job.store import Store, open_store
+from job.store import Store, Upload, open_store
 
 ZSTD_LEVEL = 1
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 SCRATCH_PREFIX = ".relayer-job-snapshot-"
 EMPTY = "snapshot it (an empty snapshot would become the newest one)"
 FREE_SPACE_MARGIN = 16 << 20
@@ -51,19 +57,20 @@ def deploy_context(env: dict[str, str] | None = None) -> dict[str, str]:
     return {k: env[k] for k in DEPLOY_CONTEXT if env.get(k)}
 
 
-class _HashingWriter:
-    """A file-like sink that hashes and counts what passes through it."""
+class _HashingSink:
+    """Where the compressor writes: hashes and counts the compressed bytes on their way to the store."""
 
-    def __init__(self, out: BinaryIO) -> None:
-        self.out, self.sha256, self.size = out, hashlib.sha256(), 0
+    def __init__(self, upload: Upload) -> None:
+        self.upload, self.sha256, self.size = upload, hashlib.sha256(), 0
 
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
         self.size += len(data)
-        return self.out.write(data)
+        self.upload.write(data)
+        return len(data)
 
     def flush(self) -> None:
-        self.out.flush()
+        pass
 
 
 @dataclass(frozen=True)
@@ -74,25 +81,26 @@ class Packed:
     compressed_sha256: str
 
 
-def compress(source: Path, target: Path, *, deadline: Deadline) -> Packed:
-    """zstd (multithreaded, frame checksum on) and SHA-256 of input and output, in one pass with
-    memory bounded by the chunk size whatever the database size."""
+def compress(source: Path, upload: Upload, *, deadline: Deadline) -> Packed:
+    """zstd (multithreaded, frame checksum on) of `source` straight into `upload`, with SHA-256 of
+    the input and of the output, in one pass; memory bounded by the chunk size (and the upload's
+    parts) whatever the database size."""
     raw_size = source.stat().st_size
     progress = Progress("snapshot.compress_progress", raw_size)
     raw = hashlib.sha256()
     compressor = zstandard.ZstdCompressor(
         level=ZSTD_LEVEL, threads=-1, write_checksum=True, write_content_size=True
     )
-    with source.open("rb") as src, target.open("wb") as out:
-        sink = _HashingWriter(out)
-        with compressor.stream_writer(sink, size=raw_size, closefd=False) as writer:  # type: ignore[arg-type]
-            done = 0
-            while chunk := src.read(CHUNK):
-                raw.update(chunk)
-                writer.write(chunk)
-                done += len(chunk)
-                progress(done)
-                deadline.check("compressing the snapshot")
+    sink = _HashingSink(upload)
+    writing = compressor.stream_writer(sink, size=raw_size, closefd=False)  # type: ignore[arg-type]
+    with source.open("rb") as src, writing as writer:
+        done = 0
+        while chunk := src.read(CHUNK):
+            raw.update(chunk)
+            writer.write(chunk)
+            done += len(chunk)
+            progress(done)
+            deadline.check("compressing the snapshot")
     return Packed(raw_size, raw.hexdigest(), sink.size, sink.sha256.hexdigest())
 
 
@@ -103,15 +111,15 @@ def _migrations_of(conn: sqlite3.Connection) -> tuple[list[dict[str, str | None]
     return [{"name": e.name, "checksum": e.checksum} for e in entries], max(numbers, default=0)
 
 
-def new_id(created: time.struct_time, raw_sha256: str, *, after: str | None) -> str:
-    """`<UTC time>-<hash prefix>`, later than `after` (the newest id), so that ids sort in the
+def new_id(created: time.struct_time, suffix: str, *, after: str | None) -> str:
+    """`<UTC time>-<8 hex digits>`, later than `after` (the newest id), so that ids sort in the
     order snapshots were taken even when two fall in the same second. An `after` that is not a
     valid id or lies in the future is ignored: whatever is in the store, the new id is valid."""
     stamp = calendar.timegm(created)
     previous = time_if_past(after, datetime.fromtimestamp(stamp, UTC)) if after is not None else None
     if previous is not None:
         stamp = max(stamp, int(previous.timestamp()) + 1)
-    return make_id(stamp, raw_sha256)
+    return make_id(stamp, suffix)
 
 
 def _alive(pid: int) -> bool:
@@ -135,70 +143,118 @@ def remove_scratch_leftovers(directory: Path) -> None:
         get_logger().info("snapshot.scratch_removed", path=str(leftover))
 
 
+@dataclass(frozen=True)
+class Checks:
+    """What the scratch copy says about itself, found while it is being compressed."""
+
+    quick_check: list[str]
+    foreign_keys: list[str]
+    migrations: list[dict[str, str | None]]
+    schema_version: int
+
+
+def _check_copy(copy: Path) -> Checks:
+    """quick_check, foreign_key_check and the ledger of the copy. The copy is opened immutable
+    (no locks): the compressing thread reads the same file with plain I/O meanwhile."""
+    with database.opened(database.immutable_uri(copy)) as conn:
+        problems = database.quick_check(conn)
+        foreign_keys = database.foreign_key_problems(conn) if not problems else []
+        migrations, schema_version = _migrations_of(conn)
+    return Checks(problems, foreign_keys, migrations, schema_version)
+
+
+def unchanged_since(db_path: Path, newest: Manifest | None) -> bool:
+    """Whether the database is provably byte for byte the one `newest` (a restorable snapshot)
+    holds: its FileState, read under SQLite's lock, equals the one recorded in the manifest. Never
+    true for WAL databases or manifests without a recorded state: then the caller snapshots."""
+    if newest is None or newest.source is None:
+        return False
+    state = database.file_state(db_path)
+    return state is not None and state.as_dict() == newest.source
+
+
+def healthy_and_unchanged(db_path: Path, store: Store) -> Manifest | None:
+    """The newest snapshot, when the database provably has not changed since it and that snapshot's
+    copy passed quick_check and foreign_key_check: the database's health need not be checked
+    again (nothing was written since it was)."""
+    newest, _ = catalog.latest_readable(store)
+    if newest is None or newest.quick_check != "ok" or newest.foreign_key_check != "ok":
+        return None
+    return newest if unchanged_since(db_path, newest) else None
+
+
+def _copy(
+    db_path: Path, copy: Path, deadline: Deadline
+) -> tuple[database.DatabaseInfo, database.FileState | None]:
+    """A consistent private copy: in-kernel under a short SHARED lock for rollback-journal files;
+    the backup API over one read transaction for WAL (then turned into a self-contained
+    rollback-journal file, which is what a restore needs)."""
+    copied = database.raw_copy(db_path, copy, deadline=deadline)
+    if copied is not None:
+        return copied
+    with database.opened(db_path) as live:
+        page_progress = Progress("snapshot.copy_progress", database.info(live).size)
+        page_size = database.info(live).page_size
+        details = database.copy_consistent(
+            live, copy, deadline=deadline, progress=lambda done, _total: page_progress(done * page_size)
+        )
+    with database.opened(copy) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    return details, None
+
+
 def create(
     db_path: Path, store: Store, *, reason: str, deadline: Deadline, force: bool = False
 ) -> dict[str, Any]:
-    """Snapshot the database at `db_path` into `store`. The caller holds the disk lock."""
+    """Snapshot the database at `db_path` into `store`. The caller holds the disk lock.
+
+    Unless `force`: nothing is copied when the database provably has not changed since the newest
+    snapshot (unchanged_since), and nothing is committed when its content turns out to be the same
+    (same SHA-256 and migrations; the streamed upload is aborted instead)."""
     log = get_logger()
     directory = db_path.parent
     remove_scratch_leftovers(directory)
+    newest, newest_id = catalog.latest_readable(store)
+    if not force and unchanged_since(db_path, newest):
+        assert newest is not None
+        log.info("snapshot.unchanged", id=newest.id, proof="file state")
+        return {"snapshot_id": newest.id, "unchanged": True, "store": store.url}
     timings: dict[str, float] = {}
     started = time.monotonic()
+    created = time.gmtime()
+    snapshot_id = new_id(created, secrets.token_hex(4), after=newest_id)
     prefix = f"{SCRATCH_PREFIX}{os.getpid()}-"
-    with (
-        database.scratch_file(directory, prefix, ".db") as copy,
-        database.scratch_file(directory, prefix, ".db.zst") as packed_path,
-    ):
+    with database.scratch_file(directory, prefix, ".db") as copy:
         try:
-            with database.opened(db_path) as live:
-                live_info = database.info(live)
-                size = live_info.size
-                require_free_space(directory, size + size // 4 + FREE_SPACE_MARGIN, what="the snapshot")
-                page_progress = Progress("snapshot.copy_progress", size)
-                page_size = live_info.page_size
-                details = database.copy_consistent(
-                    live,
-                    copy,
-                    deadline=deadline,
-                    progress=lambda done, _total: page_progress(done * page_size),
-                )
-            timings["copy_s"] = time.monotonic() - started
-
-            mark = time.monotonic()
-            with database.opened(copy) as conn:
-                problems = database.quick_check(conn)
-                if problems:
-                    raise DatabaseProblem(
-                        f"the snapshot copy of {db_path} failed quick_check: {'; '.join(problems[:3])}; "
-                        "nothing was uploaded"
-                    )
-                if details.journal_mode == "wal":
-                    conn.execute("PRAGMA journal_mode = DELETE")  # a self-contained file to restore
-                migrations, schema_version = _migrations_of(conn)
-            timings["check_s"] = time.monotonic() - mark
-
-            mark = time.monotonic()
-            packed = compress(copy, packed_path, deadline=deadline)
-            timings["compress_s"] = time.monotonic() - mark
+            require_free_space(directory, db_path.stat().st_size + FREE_SPACE_MARGIN, what="the snapshot")
+            details, state = _copy(db_path, copy, deadline)
         except OSError as exc:
             raise EnvironmentRefused(
-                f"cannot write the snapshot's scratch files in {directory}: {exc.strerror or exc}"
+                f"cannot write the snapshot's scratch copy in {directory}: {exc.strerror or exc}"
             ) from exc
-
-        newest, newest_id = catalog.latest_readable(store)
-        if not force and newest is not None and newest.same_content(packed.raw_sha256, migrations):
-            try:
-                catalog.check_present(store, newest)
-            except VerificationFailed as exc:
-                log.error("snapshot.damaged", id=newest.id, error=exc.message, action="uploading anew")
-            else:
-                log.info("snapshot.unchanged", id=newest.id, raw_sha256=packed.raw_sha256)
-                return {"snapshot_id": newest.id, "unchanged": True, "store": store.url}
-
-        created = time.gmtime()
-        snapshot_id = new_id(created, packed.raw_sha256, after=newest_id)
+        timings["copy_s"] = time.monotonic() - started
         mark = time.monotonic()
-        uploaded = store.put_file(data_key(snapshot_id), packed_path, sha256=packed.compressed_sha256)
+        upload = store.open_upload(data_key(snapshot_id))
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-checks") as pool:
+                checking = pool.submit(contextvars.copy_context().run, _check_copy, copy)
+                packed = compress(copy, upload, deadline=deadline)
+                checks = checking.result()
+            timings["compress_s"] = time.monotonic() - mark
+            if checks.quick_check:
+                raise DatabaseProblem(
+                    f"the snapshot copy of {db_path} failed quick_check: "
+                    f"{'; '.join(checks.quick_check[:3])}; nothing was uploaded"
+                )
+            if not force and newest is not None and newest.same_content(packed.raw_sha256, checks.migrations):
+                upload.abort()
+                log.info("snapshot.unchanged", id=newest.id, raw_sha256=packed.raw_sha256, proof="content")
+                return {"snapshot_id": newest.id, "unchanged": True, "store": store.url}
+            mark = time.monotonic()
+            uploaded = upload.commit(sha256=packed.compressed_sha256)
+        except BaseException:
+            upload.abort()
+            raise
         timings["upload_s"] = time.monotonic() - mark
         log.info(
             "snapshot.uploaded",
@@ -223,10 +279,12 @@ def create(
         compressed_sha256=packed.compressed_sha256,
         compression={"algorithm": "zstd", "level": ZSTD_LEVEL, "frame_checksum": True},
         quick_check="ok",
-        migrations=migrations,
-        schema_version=schema_version,
+        foreign_key_check="ok" if not checks.foreign_keys else "; ".join(checks.foreign_keys[:3]),
+        migrations=checks.migrations,
+        schema_version=checks.schema_version,
         job_version=__version__,
         deploy=deploy_context(),
+        source=state.as_dict() if state is not None else None,
     )
     deadline.check("committing the snapshot")
     store.put_bytes(manifest_key(snapshot_id), manifest.to_json())
@@ -237,7 +295,7 @@ def create(
         "raw_size": packed.raw_size,
         "compressed_size": packed.compressed_size,
         "ratio": round(packed.raw_size / max(packed.compressed_size, 1), 2),
-        "schema_version": schema_version,
+        "schema_version": checks.schema_version,
         **{k: round(v, 3) for k, v in timings.items()},
     }
     log.info("snapshot.committed", **facts)

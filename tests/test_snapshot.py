@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -59,7 +60,7 @@ def test_snapshot_round_trip_and_manifest(cli, tmp_path: Path) -> None:
     manifest, data = only_snapshot(tmp_path / "store")
     assert manifest["format"] == "relayer-job.snapshot/1"
     assert manifest["id"] == run.finished["snapshot_id"]
-    assert str(manifest["id"]).endswith("-" + str(manifest["raw_sha256"])[:8])
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", str(manifest["id"]))
     assert manifest["reason"] == "manual" and manifest["quick_check"] == "ok"
     assert manifest["schema_version"] == 1 and manifest["journal_mode"] == "delete"
     assert manifest["migrations"] == [{"name": "001_initial.sql", "checksum": None}]
@@ -73,8 +74,17 @@ def test_snapshot_round_trip_and_manifest(cli, tmp_path: Path) -> None:
     conn = sqlite3.connect(restored)
     assert conn.execute("SELECT count(*) FROM commands").fetchone() == (500,)
     conn.close()
-    for phase in ("copy_s", "check_s", "compress_s", "upload_s"):
+    for phase in ("copy_s", "compress_s", "upload_s"):  # quick_check runs during compress_s
         assert run.finished[phase] >= 0
+    assert manifest["foreign_key_check"] == "ok"
+    assert set(manifest["source"]) == {
+        "change_counter",
+        "page_count",
+        "size",
+        "inode",
+        "ctime_ns",
+        "mtime_ns",
+    }
 
 
 def test_unchanged_database_is_not_uploaded_again(cli, tmp_path: Path) -> None:

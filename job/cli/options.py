@@ -46,7 +46,7 @@ def store() -> argparse.ArgumentParser:
     group.add_argument("--s3-sse-kms-key-id", metavar="ID", help="[S3_SSE_KMS_KEY_ID]")
     group.add_argument("--s3-storage-class", metavar="CLASS", help="[S3_STORAGE_CLASS]")
     group.add_argument(
-        "--s3-part-size-mb", metavar="MB", help="multipart part size, 5..5120 (default 16) [S3_PART_SIZE_MB]"
+        "--s3-part-size-mb", metavar="MB", help="multipart part size, 5..5120 (default 8) [S3_PART_SIZE_MB]"
     )
     return parser
 

@@ -7,9 +7,9 @@ from urllib.parse import urlsplit
 from job.config import S3Options
 from job.deadline import Deadline
 from job.errors import UsageError
-from job.store.base import ObjectInfo, Store
+from job.store.base import ObjectInfo, Store, Upload
 
-__all__ = ["ObjectInfo", "Store", "open_store"]
+__all__ = ["ObjectInfo", "Store", "Upload", "open_store"]
 
 
 def open_store(url: str, s3: S3Options, deadline: Deadline) -> Store:

@@ -13,7 +13,7 @@ from typing import BinaryIO
 from job.deadline import Deadline
 from job.environment import fsync_directory
 from job.errors import StoreError, VerificationFailed
-from job.store.base import ObjectInfo
+from job.store.base import ObjectInfo, upload_file
 
 CHUNK = 1 << 20
 
@@ -28,6 +28,54 @@ def _make_durable_dirs(directory: Path) -> None:
     for folder in reversed(missing):
         folder.mkdir(exist_ok=True)
         fsync_directory(folder.parent)
+
+
+class FileUpload:
+    """Bytes written straight into a temporary file in the object's final folder; commit fsyncs it
+    and renames it into place (then fsyncs the folder), abort removes it."""
+
+    def __init__(self, store: FileStore, key: str) -> None:
+        self.store, self.key, self.size = store, key, 0
+        self.target = store._path(key)
+        try:
+            _make_durable_dirs(self.target.parent)
+            fd, name = tempfile.mkstemp(prefix=".partial-", dir=self.target.parent)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.target}: {exc.strerror or exc}") from exc
+        self.tmp = Path(name)
+        self.out: BinaryIO = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.out.write(data)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.target}: {exc.strerror or exc}") from exc
+        self.size += len(data)
+
+    def commit(self, *, sha256: str) -> ObjectInfo:
+        del sha256  # a local file has no transport to verify; its size is checked below
+        try:
+            self.out.flush()
+            os.fsync(self.out.fileno())
+            self.out.close()
+            self.tmp.replace(self.target)
+            fsync_directory(self.target.parent)
+        except OSError as exc:
+            self.abort()
+            raise StoreError(f"cannot write {self.target}: {exc.strerror or exc}") from exc
+        info = self.store.head(self.key)
+        if info is None or info.size != self.size:
+            raise VerificationFailed(
+                f"{self.target} has {info.size if info else 'no'} bytes after writing, expected {self.size}"
+            )
+        return info
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.out.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink(missing_ok=True)
+            self.target.parent.rmdir()  # only when nothing else is in the object's folder
 
 
 class FileStore:
@@ -51,42 +99,19 @@ class FileStore:
             raise ValueError(f"bad store key {key!r}")
         return self.root / key
 
-    def _write_atomically(self, key: str, content: bytes | Path) -> None:
-        """Write to a temporary name, fsync, rename into place, fsync the directory."""
-        target = self._path(key)
-        try:
-            _make_durable_dirs(target.parent)
-            fd, name = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
-            tmp = Path(name)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    if isinstance(content, bytes):
-                        out.write(content)
-                    else:
-                        self._copy(content, out, f"writing {target}")
-                    out.flush()
-                    os.fsync(out.fileno())
-                tmp.replace(target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            fsync_directory(target.parent)
-        except OSError as exc:
-            raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    def open_upload(self, key: str) -> FileUpload:
+        return FileUpload(self, key)
 
     def put_file(self, key: str, source: Path, *, sha256: str) -> ObjectInfo:
-        self._write_atomically(key, source)
-        info = self.head(key)
-        expected = source.stat().st_size
-        if info is None or info.size != expected:
-            raise VerificationFailed(
-                f"{self._path(key)} has {info.size if info else 'no'} bytes after writing, "
-                f"expected {expected}"
-            )
-        return info
+        def check() -> None:
+            self.deadline.check(f"writing {self._path(key)}")
+
+        return upload_file(self, key, source, sha256=sha256, check=check)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self._write_atomically(key, data)
+        upload = self.open_upload(key)
+        upload.write(data)
+        upload.commit(sha256="")
 
     def head(self, key: str) -> ObjectInfo | None:
         try:

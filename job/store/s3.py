@@ -41,9 +41,9 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from job import __version__, retry
 from job.config import S3Options
 from job.deadline import Deadline
-from job.errors import JobError, StoreError, UsageError, VerificationFailed
-from job.progress import Progress
-from job.store.base import ObjectInfo
+from job.errors import JobError, StoreError, UsageError
+from job.store.base import ObjectInfo, upload_file
+from job.store.s3_upload import S3Upload
 from job.store.threads import DaemonExecutor
 
 T = TypeVar("T")
@@ -218,52 +218,14 @@ class S3Store:
             extra["StorageClass"] = self.options.storage_class
         return extra
 
+    def open_upload(self, key: str) -> S3Upload:
+        return S3Upload(self, key)
+
     def put_file(self, key: str, source: Path, *, sha256: str) -> ObjectInfo:
-        size = source.stat().st_size
-        multipart = size >= self.part_size
-        extra = {**self._extra_args(), "Metadata": {"sha256": sha256}}
-        if self.checksums:
-            if multipart:
-                extra["ChecksumAlgorithm"] = "SHA256"
-            else:  # the store verifies the bytes it received against our own hash
-                extra["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
+        def check() -> None:
+            self.deadline.check(f"uploading {self.url}/{key}")
 
-        def upload() -> None:
-            progress = Progress("snapshot.upload_progress", size)
-            sent = 0
-
-            def callback(count: int) -> None:  # raising here cancels the transfer (and aborts it)
-                nonlocal sent
-                sent += count
-                progress(sent)
-                self.deadline.check("uploading the snapshot")
-
-            with source.open("rb") as f:
-                self._transfer(
-                    lambda manager: manager.upload(
-                        f, self.bucket, self._key(key), extra, [ProgressCallbackInvoker(callback)]
-                    )
-                )
-
-        self._call("upload", key, upload)
-        info = self.head(key)
-        if info is None or info.size != size:
-            raise VerificationFailed(
-                f"{self.url}/{key} has {info.size if info else 'no'} bytes after upload, expected {size}"
-            )
-        if not self.checksums:
-            return info
-        expected = (
-            _composite_sha256(source, self.part_size)
-            if multipart
-            else base64.b64encode(bytes.fromhex(sha256)).decode()
-        )
-        reported = self._head_checksum(key)
-        if reported is not None and reported.split("-")[0] != expected.split("-")[0]:
-            raise VerificationFailed(
-                f"{self.url}/{key}: the store reports checksum {reported}, expected {expected}"
-            )
-        return ObjectInfo(info.key, info.size, info.modified, checksum_verified=reported is not None)
+        return upload_file(self, key, source, sha256=sha256, check=check)
 
     def _head_checksum(self, key: str) -> str | None:
         response = self._call(

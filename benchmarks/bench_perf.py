@@ -1,0 +1,317 @@
+"""The performance targets, each against a baseline measured in the same run, on relayer-shaped
+databases (benchmarks/relayer_db.py) at 256 MiB and 1 GiB (and 4 GiB with --large).
+
+    .venv/bin/python benchmarks/bench_perf.py [--sizes 256,1024] [--large] [--runs 3]
+
+Measures (medians of --runs runs; every command timed from its start to its exit, peak RSS by
+GNU time):
+- no-op start: `deploy` (file store) on a database unchanged since its last snapshot, nothing
+  pending; baseline: the interpreter importing the job and opening the database once. Targets:
+  <= 1 s at 1 GiB, and flat in size (largest within 1.5x of smallest).
+- writer stall: the longest commit of a rollback-journal writer committing every 10 ms (busy
+  timeout 5 s, as the relayer) while `snapshot` runs; the `VACUUM INTO` script beside it for
+  comparison. Targets: <= 0.5 s at 1 GiB, <= 2 s at 4 GiB.
+- snapshot speed: `snapshot` to the file store against `sqlite3 VACUUM INTO` + `zstd -1 -T0`, and to
+  a real S3 server on 127.0.0.1 (SeaweedFS) against that script + an upload of its output with
+  boto3; also against `cp` and the Litestream docs' cron recipe (`.backup` + `gzip -6` + upload).
+  Targets: file and S3 <= 0.8x the script at 1 GiB.
+- memory: peak RSS of snapshot (file, S3), restore and the no-op deploy. Target: <= 150 MiB at
+  every size (the 4 GiB run is the one that matters).
+- restore: `restore latest` onto an empty disk and `restore latest --force` over the database
+  (file store), against `zstd -d` of the same snapshot. Targets at 1 GiB: <= 5 s and <= 8 s.
+Prints one table and exits non-zero when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.relayer_db import build  # noqa: E402
+from tests.support import seaweed  # noqa: E402
+
+MiB = 1 << 20
+WRITER = """
+import os, sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=5.0)
+worst, n = 0.0, 0
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):
+    started = time.monotonic()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("UPDATE commands SET status = 'seen' WHERE rowid = ?", (n % 1000 + 1,))
+    conn.execute("COMMIT")
+    worst, n = max(worst, time.monotonic() - started), n + 1
+    time.sleep(max(0.0, 0.01 - (time.monotonic() - started)))
+print(worst, n, flush=True)
+"""
+UPLOAD = """
+import boto3, sys
+boto3.client("s3").upload_file(sys.argv[1], sys.argv[2], sys.argv[3])
+"""
+BASELINE_START = """
+import sqlite3, sys
+import job.cli.main
+sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM sqlite_master").fetchone()
+"""
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None, cwd: Path = REPO) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB) of one command, which must succeed."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *argv], env=env, cwd=cwd, capture_output=True, text=True, check=False
+    )
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{argv[:4]} failed ({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
+    return seconds, int(proc.stderr.strip().splitlines()[-1]) / 1024
+
+
+def median(runs: int, fn: Callable[[], tuple[float, float]]) -> tuple[float, float]:
+    results = [fn() for _ in range(runs)]
+    return statistics.median(r[0] for r in results), max(r[1] for r in results)
+
+
+def job_env(db: Path, store: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DATABASE_", "SNAPSHOT_", "JOB_"))
+    }
+    env.update(PYTHONPATH=str(REPO), DATABASE_PATH=str(db), SNAPSHOT_STORE=store, LOG_FORMAT="json")
+    env.update(extra or {})
+    return env
+
+
+def job(*args: str) -> list[str]:
+    return [sys.executable, "-m", "job", *args]
+
+
+def touch_one_row(db: Path) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("UPDATE commands SET status = 'changed' WHERE rowid = 1")
+    conn.close()
+
+
+def stall(db: Path, during: Callable[[], Any]) -> float:
+    """The longest commit of a writer committing every 10 ms (busy timeout 5 s, rollback journal,
+    as the relayer) while `during` runs."""
+    done = db.with_name("writer-stop")
+    done.unlink(missing_ok=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db), str(done)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None
+    writer.stdout.readline()
+    time.sleep(0.5)
+    try:
+        during()
+        time.sleep(0.5)
+    finally:
+        done.touch()
+        out, _ = writer.communicate(timeout=60)
+    return float(out.split()[0])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="256,1024", help="database sizes in MiB")
+    parser.add_argument("--large", action="store_true", help="add a 4 GiB database")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")] + ([4096] if args.large else [])
+    rows: dict[str, dict[int, Any]] = {}
+
+    def put(name: str, size: int, value: Any) -> None:
+        rows.setdefault(name, {})[size] = value
+
+    with tempfile.TemporaryDirectory(prefix="relayer-bench-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        server = seaweed.start(scratch / "seaweed")
+        try:
+            s3_env = server.env()
+            for size in sizes:
+                measure(size, scratch, server, s3_env, args.runs, put)
+        finally:
+            server.stop()
+    return report(rows, sizes)
+
+
+def measure(
+    size: int,
+    scratch: Path,
+    server: Any,
+    s3_env: dict[str, str],
+    runs: int,
+    put: Callable[[str, int, Any], None],
+) -> None:
+    here = scratch / f"{size}"
+    here.mkdir()
+    db = here / "data" / "relayer.db"
+    db.parent.mkdir()
+    build(db, size)
+    put("database size (MiB)", size, round(db.stat().st_size / MiB))
+    store = here / "store"
+    env = job_env(db, f"file:{store}")
+    timed(job("deploy"), env)  # first deploy: the snapshot the no-op starts are proven against
+
+    noop, noop_rss = median(runs, lambda: timed(job("deploy"), env))
+    gate, _ = median(runs, lambda: timed(job("gate", "--", "true"), env))
+    base, _ = median(runs, lambda: timed([sys.executable, "-c", BASELINE_START, str(db)], env))
+    put("no-op deploy, start to exit (s)", size, round(noop, 2))
+    put("no-op gate, start to exec (s)", size, round(gate, 2))
+    put("baseline: imports + one SQLite open (s)", size, round(base, 2))
+    put("peak RSS, no-op deploy (MiB)", size, round(noop_rss))
+
+    copy = here / "copy.db"
+
+    def cp() -> tuple[float, float]:
+        copy.unlink(missing_ok=True)
+        return timed(["cp", str(db), str(copy)])
+
+    def script() -> tuple[float, float]:
+        for leftover in (copy, here / "copy.db.zst"):
+            leftover.unlink(missing_ok=True)
+        a = timed(["sqlite3", str(db), f"VACUUM INTO '{copy}'"])
+        b = timed(["zstd", "-1", "-T0", "-q", str(copy), "-o", str(here / "copy.db.zst")])
+        return a[0] + b[0], max(a[1], b[1])
+
+    def litestream_recipe() -> tuple[float, float]:
+        for leftover in (copy, here / "copy.db.gz"):
+            leftover.unlink(missing_ok=True)
+        a = timed(["sqlite3", str(db), f".backup '{copy}'"])
+        b = timed(["gzip", "-6", "-k", str(copy)])
+        c = upload(here / "copy.db.gz", f"recipe-{size}")
+        return a[0] + b[0] + c[0], max(a[1], b[1], c[1])
+
+    bucket = server.make_bucket(f"bench-{size}")
+
+    def upload(path: Path, key: str) -> tuple[float, float]:
+        return timed([sys.executable, "-c", UPLOAD, str(path), bucket, key], {**os.environ, **s3_env})
+
+    def script_s3() -> tuple[float, float]:
+        a = script()
+        b = upload(here / "copy.db.zst", f"script-{size}")
+        return a[0] + b[0], max(a[1], b[1])
+
+    def ours(target: dict[str, str]) -> tuple[float, float]:
+        touch_one_row(db)  # a changed database: a real snapshot every run
+        return timed(job("snapshot"), target)
+
+    s3_target = job_env(db, f"s3://{bucket}/relayer", s3_env)
+    put("cp (s)", size, round(median(runs, cp)[0], 2))
+    script_s, _ = median(runs, script)
+    file_s, file_rss = median(runs, lambda: ours(env))
+    s3_script_s, _ = median(runs, script_s3)
+    s3_s, s3_rss = median(runs, lambda: ours(s3_target))
+    recipe_s, _ = median(runs, litestream_recipe)
+    put("VACUUM INTO + zstd -1 -T0 (s)", size, round(script_s, 2))
+    put("snapshot, file store (s)", size, round(file_s, 2))
+    put("snapshot / script, file store", size, round(file_s / script_s, 2))
+    put("script + upload to S3 (s)", size, round(s3_script_s, 2))
+    put("snapshot, S3 (s)", size, round(s3_s, 2))
+    put("snapshot / script + upload, S3", size, round(s3_s / s3_script_s, 2))
+    put("Litestream recipe: .backup + gzip -6 + upload (s)", size, round(recipe_s, 2))
+    put("snapshot S3 / Litestream recipe", size, round(s3_s / recipe_s, 2))
+    put("peak RSS, snapshot file store (MiB)", size, round(file_rss))
+    put("peak RSS, snapshot S3 (MiB)", size, round(s3_rss))
+
+    def vacuum_into() -> None:
+        (here / "stall.db").unlink(missing_ok=True)
+        timed(["sqlite3", str(db), f"VACUUM INTO '{here / 'stall.db'}'"])
+
+    put("longest writer commit during snapshot (s)", size, round(stall(db, lambda: ours(env)), 3))
+    put("longest writer commit during VACUUM INTO (s)", size, round(stall(db, vacuum_into), 3))
+
+    latest = json.loads(
+        subprocess.run(
+            job("snapshots", "list", "--json"), env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )[0]
+    packed = store / "snapshots" / latest["id"] / "relayer.db.zst"
+    unpacked = here / "unpacked.db"
+
+    def decompress() -> tuple[float, float]:
+        unpacked.unlink(missing_ok=True)
+        return timed(["zstd", "-d", "-q", str(packed), "-o", str(unpacked)])
+
+    def restore_empty() -> tuple[float, float]:
+        target = here / "empty" / "relayer.db"
+        shutil.rmtree(target.parent, ignore_errors=True)
+        return timed(job("restore", "latest", "--db", str(target)), env)
+
+    def restore_force() -> tuple[float, float]:
+        return timed(job("restore", "latest", "--force"), env)
+
+    put("zstd -d of the snapshot (s)", size, round(median(runs, decompress)[0], 2))
+    empty_s, empty_rss = median(runs, restore_empty)
+    force_s, force_rss = median(runs, restore_force)
+    put("restore onto an empty disk (s)", size, round(empty_s, 2))
+    put("restore --force over the database (s)", size, round(force_s, 2))
+    put("peak RSS, restore (MiB)", size, round(max(empty_rss, force_rss)))
+    shutil.rmtree(here, ignore_errors=True)
+
+
+def report(rows: dict[str, dict[int, Any]], sizes: list[int]) -> int:
+    gib = 1024 if 1024 in sizes else sizes[-1]
+    checks = {
+        "no-op deploy <= 1 s at 1 GiB": rows["no-op deploy, start to exit (s)"][gib] <= 1.0,
+        "no-op deploy flat (largest <= 1.5x smallest)": rows["no-op deploy, start to exit (s)"][sizes[-1]]
+        <= 1.5 * rows["no-op deploy, start to exit (s)"][sizes[0]],
+        "writer stall <= 0.5 s at 1 GiB": rows["longest writer commit during snapshot (s)"][gib] <= 0.5,
+        "snapshot file <= 0.8x script at 1 GiB": rows["snapshot / script, file store"][gib] <= 0.8,
+        "snapshot S3 <= 0.8x script + upload at 1 GiB": rows["snapshot / script + upload, S3"][gib] <= 0.8,
+        "peak RSS <= 150 MiB": all(
+            value <= 150
+            for name, by_size in rows.items()
+            if name.startswith("peak RSS")
+            for value in by_size.values()
+        ),
+        "restore onto an empty disk <= 5 s at 1 GiB": rows["restore onto an empty disk (s)"][gib] <= 5.0,
+        "restore --force <= 8 s at 1 GiB": rows["restore --force over the database (s)"][gib] <= 8.0,
+    }
+    if 4096 in sizes:
+        checks["writer stall <= 2 s at 4 GiB"] = (
+            rows["longest writer commit during snapshot (s)"][4096] <= 2.0
+        )
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    print(
+        f"machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
+    header = "| measure | " + " | ".join(f"{s} MiB" if s < 1024 else f"{s // 1024} GiB" for s in sizes) + " |"
+    print(header)
+    print("|---" * (len(sizes) + 1) + "|")
+    for name, by_size in rows.items():
+        print(f"| {name} | " + " | ".join(str(by_size.get(s, "-")) for s in sizes) + " |")
+    print()
+    for name, ok in checks.items():
+        print(f"{'met' if ok else 'MISSED'}: {name}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
