@@ -6,4 +6,4 @@ bash scripts/setup.sh --dev
 . .venv/bin/activate
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy
-echo "== pytest"; pytest -q "$@"
+echo "== pytest"; pytest -q -n 2 "$@"

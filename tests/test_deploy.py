@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import base_env, cli_argv
+from tests.conftest import base_env
 from tests.support.dbtools import scalar
-from tests.support.legacy import REPO, build_legacy_001, dump, relayer_startup
-from tests.support.service import gate, run
+from tests.support.legacy import build_legacy_001, dump, relayer_startup
+from tests.support.service import gate, relayer_holding_the_lock, run
 from tests.test_migrate import ALL, migrations_copy
 
 
@@ -145,20 +144,7 @@ def test_first_deploy_on_a_new_disk_creates_the_database(service) -> None:
 
 
 def test_gate_hold_lock_makes_manual_disk_commands_wait(service) -> None:
-    env = {**service["env"], "STAND_IN_SLEEP": "30"}
-    proc = subprocess.Popen(
-        cli_argv("gate", "--hold-lock", "--", str(service["stand_in"]), str(service["marker"])),
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not service["marker"].exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert service["marker"].exists()
+    with relayer_holding_the_lock(service) as proc:
         asked_at = time.monotonic()
         blocked = run("migrate", "--lock-timeout", "60", env=service["env"])
         assert blocked.rc == 3 and "gate --hold-lock" in blocked.error and str(proc.pid) in blocked.error
@@ -169,9 +155,6 @@ def test_gate_hold_lock_makes_manual_disk_commands_wait(service) -> None:
         # A snapshot only reads: it shares the lock with the running relayer.
         snap = run("snapshot", "--reason", "manual", "--lock-timeout", "0.5", env=service["env"])
         assert snap.rc == 0, snap.stdout
-    finally:
-        proc.kill()
-        proc.communicate()
     assert run("migrate", "--lock-timeout", "5", env=service["env"]).rc == 0
 
 

@@ -17,62 +17,9 @@ from tests.support.legacy import (
     relayer_startup,
     row_counts,
 )
+from tests.support.production import EXPECTED_COLUMNS
 
 ALL = ["001_initial.sql", "002_plan_schema.sql", "003_bootstrap_devices.sql", "004_cursor_chat_id.sql"]
-
-FINAL_COLUMNS = {
-    "admin": [
-        ("id", "TEXT", 0, None, 1),
-        ("username", "TEXT", 1, None, 0),
-        ("password_hash", "TEXT", 1, None, 0),
-        ("totp_secret", "TEXT", 1, None, 0),
-        ("mfa_enabled", "INTEGER", 0, "0", 0),  # deprecated, kept by the relayer's own 002
-        ("executor_registered", "INTEGER", 0, "0", 0),
-        ("created_at", "TEXT", 1, None, 0),
-        ("updated_at", "TEXT", 1, None, 0),
-    ],
-    "devices": [
-        ("id", "TEXT", 0, None, 1),
-        ("admin_id", "TEXT", 1, None, 0),
-        ("device_id", "TEXT", 1, None, 0),
-        ("name", "TEXT", 0, None, 0),
-        ("role", "TEXT", 1, None, 0),
-        ("token_hash", "TEXT", 0, None, 0),
-        ("registered_at", "TEXT", 1, None, 0),
-        ("last_seen_at", "TEXT", 1, None, 0),
-    ],
-    "device_registration_codes": [
-        ("id", "TEXT", 0, None, 1),
-        ("code", "TEXT", 1, None, 0),
-        ("created_by_device_id", "TEXT", 1, None, 0),
-        ("used", "INTEGER", 0, "0", 0),
-        ("expires_at", "TEXT", 1, None, 0),
-        ("created_at", "TEXT", 1, None, 0),
-    ],
-    "commands": [
-        ("id", "TEXT", 0, None, 1),
-        ("device_id", "TEXT", 1, None, 0),
-        ("input", "TEXT", 1, None, 0),
-        ("status", "TEXT", 1, "'pending'", 0),
-        ("output", "TEXT", 0, None, 0),
-        ("summary", "TEXT", 0, None, 0),
-        ("repo_path", "TEXT", 0, None, 0),
-        ("context_mode", "TEXT", 0, None, 0),
-        ("created_at", "TEXT", 1, None, 0),
-        ("updated_at", "TEXT", 1, None, 0),
-        ("translator_model", "TEXT", 0, None, 0),
-        ("workload_model", "TEXT", 0, None, 0),
-        ("cursor_chat_id", "TEXT", 0, None, 0),
-    ],
-    "repos": [
-        ("id", "TEXT", 0, None, 1),
-        ("admin_id", "TEXT", 1, None, 0),
-        ("path", "TEXT", 1, None, 0),
-        ("name", "TEXT", 0, None, 0),
-        ("created_at", "TEXT", 0 + 1, None, 0),
-    ],
-    "bootstrap_devices": [("token_hash", "TEXT", 0, None, 1), ("created_at", "TEXT", 1, None, 0)],
-}
 
 
 def columns(db: Path, table: str) -> list[tuple[object, ...]]:
@@ -112,7 +59,7 @@ def test_legacy_001_database_is_migrated_to_004_with_data_intact(cli, db_path: P
     assert all(isinstance(a["duration_ms"], int) for a in run.finished["applied"])
     assert run.finished["schema_version"] == 4 and run.finished["outcome"] == "ok"
 
-    for table, expected in FINAL_COLUMNS.items():
+    for table, expected in EXPECTED_COLUMNS.items():
         assert columns(db_path, table) == expected, table
     assert not query(db_path, "SELECT 1 FROM sqlite_master WHERE name = 'pairing_codes'")
     kept = {k: v for k, v in counts.items() if k != "pairing_codes"}

@@ -9,14 +9,12 @@ import json
 import re
 import shutil
 import sqlite3
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import base_env, cli_argv, run_cli
-from tests.support.legacy import MIGRATIONS, REPO, dump
+from tests.conftest import base_env, run_cli
+from tests.support.legacy import MIGRATIONS, dump
 from tests.support.production import (
     actual_schema,
     build_production,
@@ -26,7 +24,7 @@ from tests.support.production import (
     table_rows,
 )
 from tests.support.relayer_model import RELAYER_MIGRATIONS, StartAborted, start, start_and_die
-from tests.support.service import gate
+from tests.support.service import gate, relayer_holding_the_lock
 from tests.test_migrate import ALL, migrations_copy
 
 DATA_TABLES = ["admin", "devices", "device_registration_codes", "commands", "repos", "bootstrap_devices"]
@@ -397,27 +395,12 @@ def test_schema_accept_runs_beside_the_relayer_holding_the_lock(service) -> None
     db = service["db"]
     db.parent.mkdir(parents=True, exist_ok=True)
     build_production(db)
-    env = {**service["env"], "STAND_IN_SLEEP": "30", "ALLOW_DRIFT": "1"}
     execute(db, "CREATE INDEX idx_by_hand ON commands (status)")
-    relayer = subprocess.Popen(
-        cli_argv("gate", "--hold-lock", "--", str(service["stand_in"]), str(service["marker"])),
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not service["marker"].exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert service["marker"].exists(), "the relayer stand-in did not start"
+    with relayer_holding_the_lock(service, ALLOW_DRIFT="1"):
         assert run_cli("migrate", env=service["env"]).rc == 3  # writers still refused
         accepted = run_cli("schema", "accept", "--reason", "hand-made index", env=service["env"])
         assert accepted.rc == 0, accepted.stdout
         assert accepted.finished["acceptance_id"] == 1
-    finally:
-        relayer.kill()
-        relayer.wait()
     preflight = run_cli("preflight", env=offdisk_env(service["store"]))
     assert preflight.rc == 0, preflight.stdout
     assert run_cli("status", env=service["env"]).rc == 0

@@ -10,9 +10,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +104,26 @@ def gate(service, *extra: str, env: dict[str, str] | None = None) -> tuple[Run, 
     )
     out, err = proc.communicate(timeout=120)
     return Run(proc.returncode, out, err), proc.pid
+
+
+@contextlib.contextmanager
+def relayer_holding_the_lock(service: dict[str, Any], **extra_env: str) -> Iterator[subprocess.Popen[str]]:
+    """`gate --hold-lock` started with the stand-in, which then sleeps (the running relayer,
+    holding the shared disk lock); killed on the way out."""
+    proc = subprocess.Popen(
+        cli_argv("gate", "--hold-lock", "--", str(service["stand_in"]), str(service["marker"])),
+        env={**service["env"], "STAND_IN_SLEEP": "60", **extra_env},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not service["marker"].exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service["marker"].exists(), "the relayer stand-in did not start"
+        yield proc
+    finally:
+        proc.kill()
+        proc.communicate()
