@@ -27,7 +27,7 @@ from job.log import get_logger
 POLL_SECONDS = 0.1
 RECORD_START = b'{"pid"'  # how _write_holder's record begins
 MAX_RECORD = 4096
-RELAYER_HOLDER = "started by gate --hold-lock"
+RELAYER_HOLDER = "started by gate"  # + " --hold-lock" or " --supervise" in the record
 
 
 @dataclass

@@ -210,6 +210,10 @@ def _main(argv: list[str]) -> int:
     if late is not None:
         return _fail(started, late, traceback=False)
     code = _finish(started, "ok", 0, **outcome.facts)
+    if outcome.supervise is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return outcome.supervise()
     if outcome.exec_argv:
         sys.stdout.flush()
         sys.stderr.flush()
