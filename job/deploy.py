@@ -163,6 +163,18 @@ def gate(
     return {**facts, "exec": argv, "supervised": supervise}, lock
 
 
+def start_failed(argv: list[str], exc: OSError) -> int:
+    """COMMAND could not be started after a successful deploy (not executable, say): logged as
+    `gate.exec_failed`, exit 2."""
+    get_logger().error(
+        "gate.exec_failed",
+        command=argv,
+        error=f"cannot start {argv[0]}: {exc.strerror or exc}",
+        exit_code=UsageError.exit_code,
+    )
+    return UsageError.exit_code
+
+
 def _refuse_silent_empty_start(config: Config, store: Store) -> None:
     """A missing database while the store holds snapshots is a wrong DATABASE_PATH, an unmounted
     or replaced disk, or lost data, not a first deploy: never start the relayer empty unasked."""

@@ -35,7 +35,8 @@ from types import FrameType
 from job import retention, stop
 from job.config import Config
 from job.deadline import Deadline
-from job.errors import Stopped, UsageError
+from job.deploy import start_failed
+from job.errors import Stopped
 from job.lock import DiskLock
 from job.log import get_logger
 from job.periodic import Periodic, attempt
@@ -137,13 +138,7 @@ class Supervisor:
         try:
             self.child = Child(self.argv, self.lock)
         except OSError as exc:
-            log.error(
-                "gate.exec_failed",
-                command=self.argv,
-                error=f"cannot start {self.argv[0]}: {exc.strerror or exc}",
-                exit_code=UsageError.exit_code,
-            )
-            return UsageError.exit_code
+            return start_failed(self.argv, exc)
         for early in self.unsent:
             self._on_signal(early, None)
         try:
