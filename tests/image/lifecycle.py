@@ -307,9 +307,9 @@ def gate_at_100_mb(lab: Lab) -> None:
         service.stop()
     to_exec, finished = sorted(runs, key=lambda r: r[0])[1]
     steps = ", ".join(f"{step} {seconds:.2f}" for step, seconds in finished["durations_s"].items())
-    lab.figures[
-        f"gate, nothing to do, {size / MB:.0f} MB database (container start -> relayer starts)"
-    ] = f"{to_exec:.2f} s, median of 3 (job.finished duration_s {finished['duration_s']:.2f}: {steps})"
+    lab.figures[f"gate, nothing to do, {size / MB:.0f} MB database (container start -> relayer starts)"] = (
+        f"{to_exec:.2f} s, median of 3 (job.finished duration_s {finished['duration_s']:.2f}: {steps})"
+    )
     say(f"   ok: {size / MB:.0f} MB; to relayer start: {', '.join(f'{r[0]:.2f}' for r in runs)} s")
 
 
