@@ -125,6 +125,16 @@ def s3_snapshot_rows(s3_server, bucket: str, snapshot_id: str, tmp_path: Path) -
     return rows(copy)
 
 
+def holds_the_last_write(snapshot_rows: list[str], sup: Supervised) -> None:
+    """The snapshot is the database exactly as the stopped writer left it, its last write included
+    (the writer records the last write it saw return; one more may have committed as the signal
+    arrived)."""
+    live = rows(sup.db)
+    [received] = sup.writer("signal")
+    assert snapshot_rows == live
+    assert live[-1] >= f"writer-{received['last_committed']:09d}"
+
+
 # --- the issue's scenarios, with the real S3 server ------------------------------------------------
 
 
@@ -162,9 +172,7 @@ def test_a_busy_writer_never_fails_and_sigterm_ends_with_its_last_write(s3_serve
     [received] = sup.writer("signal")
     assert received["signal"] == "SIGTERM"
     [final] = sup.named("snapshot.committed", after="supervisor.child_exited")
-    live = rows(sup.db)
-    assert live[-1] == f"writer-{received['last_committed']:09d}"
-    assert s3_snapshot_rows(s3_server, bucket, final["snapshot_id"], tmp_path) == live
+    holds_the_last_write(s3_snapshot_rows(s3_server, bucket, final["snapshot_id"], tmp_path), sup)
     kept = sorted(manifests(s3_server, bucket), key=lambda m: str(m["id"]))
     assert [m["reason"] for m in kept] == ["periodic", "shutdown"]  # SNAPSHOT_RETENTION=last=2
     assert kept[-1]["id"] == final["snapshot_id"]
@@ -202,6 +210,26 @@ def test_sigkill_of_the_supervisor_mid_snapshot_takes_the_relayer_down_and_commi
     conn = sqlite3.connect(sup.db)
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
+
+
+@pytest.mark.s3
+def test_sigterm_mid_periodic_snapshot_gives_way_to_the_final_one(s3_server, bucket, proxy, tmp_path) -> None:
+    env = service_env(tmp_path, env_for(s3_server, bucket, proxy.endpoint))
+    sup = Supervised(tmp_path, env, "--snapshot-interval", "1s")
+    sup.wait_for("supervisor.started", after=None)
+    rule = proxy.add_rule("PUT", r"relayer\.db\.zst$", "stall", stall_seconds=5)
+    deadline = time.monotonic() + 60
+    while rule.fired == 0:
+        assert time.monotonic() < deadline, "no periodic upload started"
+        time.sleep(0.02)
+    sup.proc.send_signal(signal.SIGTERM)  # the periodic snapshot's data object is in flight
+    assert sup.finish() == 143, sup.output()
+
+    [final] = sup.named("snapshot.committed", after="supervisor.child_exited")
+    reasons = {str(m["id"]): m["reason"] for m in manifests(s3_server, bucket)}
+    assert reasons[final["snapshot_id"]] == "shutdown"
+    assert "periodic" not in reasons.values(), "the interrupted periodic snapshot was committed"
+    holds_the_last_write(s3_snapshot_rows(s3_server, bucket, final["snapshot_id"], tmp_path), sup)
 
 
 # --- signals, exit codes, what the relayer sees ----------------------------------------------------
