@@ -179,10 +179,8 @@ def test_a_busy_writer_never_fails_and_sigterm_ends_with_its_last_write(s3_serve
     assert sup.named("retention.applied", after="supervisor.started")
 
 
-@pytest.mark.s3
-def test_sigkill_of_the_supervisor_mid_snapshot_takes_the_relayer_down_and_commits_nothing(
-    s3_server, bucket, proxy, tmp_path
-) -> None:
+def mid_periodic_upload(s3_server, bucket: str, proxy, tmp_path: Path) -> Supervised:
+    """A supervised writer whose first periodic snapshot is stuck uploading its data object."""
     env = service_env(tmp_path, env_for(s3_server, bucket, proxy.endpoint))
     sup = Supervised(tmp_path, env, "--snapshot-interval", "1s")
     sup.wait_for_writer("started")
@@ -192,6 +190,14 @@ def test_sigkill_of_the_supervisor_mid_snapshot_takes_the_relayer_down_and_commi
     while rule.fired == 0:
         assert time.monotonic() < deadline, "no periodic upload started"
         time.sleep(0.02)
+    return sup
+
+
+@pytest.mark.s3
+def test_sigkill_of_the_supervisor_mid_snapshot_takes_the_relayer_down_and_commits_nothing(
+    s3_server, bucket, proxy, tmp_path
+) -> None:
+    sup = mid_periodic_upload(s3_server, bucket, proxy, tmp_path)
     committed_before = {str(m["id"]) for m in manifests(s3_server, bucket)}
     sup.proc.kill()  # SIGKILL while the periodic snapshot's data object is in flight
     assert sup.finish() == -signal.SIGKILL
@@ -214,14 +220,7 @@ def test_sigkill_of_the_supervisor_mid_snapshot_takes_the_relayer_down_and_commi
 
 @pytest.mark.s3
 def test_sigterm_mid_periodic_snapshot_gives_way_to_the_final_one(s3_server, bucket, proxy, tmp_path) -> None:
-    env = service_env(tmp_path, env_for(s3_server, bucket, proxy.endpoint))
-    sup = Supervised(tmp_path, env, "--snapshot-interval", "1s")
-    sup.wait_for("supervisor.started", after=None)
-    rule = proxy.add_rule("PUT", r"relayer\.db\.zst$", "stall", stall_seconds=5)
-    deadline = time.monotonic() + 60
-    while rule.fired == 0:
-        assert time.monotonic() < deadline, "no periodic upload started"
-        time.sleep(0.02)
+    sup = mid_periodic_upload(s3_server, bucket, proxy, tmp_path)
     sup.proc.send_signal(signal.SIGTERM)  # the periodic snapshot's data object is in flight
     assert sup.finish() == 143, sup.output()
 
