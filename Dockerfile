@@ -5,8 +5,9 @@
 #
 #   service  (the LAST stage, so a plain `docker build .` -- which is what Render runs -- builds it)
 #            relayer-job + the relayer binary at /usr/local/bin/relayer. Its CMD is
-#            `relayer-job gate --hold-lock -- relayer`: check, snapshot and migrate the database on
-#            the disk, then exec the relayer; the relayer never starts on a failed deploy.
+#            `relayer-job gate --supervise -- relayer`: check, snapshot and migrate the database on
+#            the disk, then run the relayer as a child with periodic and shutdown snapshots; the
+#            relayer never starts on a failed deploy.
 #   job      (`docker build --target job .`) relayer-job only, CMD `relayer-job deploy`. No Rust,
 #            no relayer: for CI, local runs, or a separate job image.
 #
@@ -103,8 +104,9 @@ RUN pip --python /opt/venv/bin/python install --no-deps . \
 FROM python:3.12-slim-trixie AS job
 ARG APP_UID=10001
 ARG APP_GID=10001
-# tini is PID 1: it forwards SIGTERM/SIGINT to the job (which stops at a safe point) and to the
-# relayer that `gate` execs (which then exits at once), and reaps orphans. Debian's package, not
+# tini is PID 1: it forwards SIGTERM/SIGINT to the job (which stops at a safe point, or, once the
+# relayer runs under `gate --supervise`, forwards them to it; the relayer then exits at once, as it
+# does when `gate` execs it), and reaps orphans. Debian's package, not
 # pinned for the reason given in relayer-build. The base image's pip is removed: nothing installs
 # at run time. The service user gets APP_UID/APP_GID, reusing ids the base already has.
 # hadolint ignore=DL3008
@@ -154,4 +156,4 @@ RUN --mount=type=bind,from=relayer,source=${RELAYER_MIGRATIONS},target=/tmp/rela
     relayer-job migrations compare /tmp/relayer-migrations /app/migrations
 # The relayer listens on $PORT (default 8080) on $HOST (default 0.0.0.0); render.yaml sets PORT=8080.
 EXPOSE 8080
-CMD ["relayer-job", "gate", "--hold-lock", "--", "relayer"]
+CMD ["relayer-job", "gate", "--supervise", "--", "relayer"]

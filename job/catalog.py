@@ -307,10 +307,7 @@ def prune(
     """Apply the retention `policy` to the restorable snapshots; damaged ones are reported and
     deleted only with `delete_damaged`; leftovers (no manifest) older than an hour are deleted.
     Nothing is deleted unless `apply`."""
-    if policy.keep_last < 1:
-        raise UsageError("--keep-last: must be at least 1 (the newest snapshot is always kept)")
-    if policy.keep_days is not None and not 0 <= policy.keep_days < float("inf"):
-        raise UsageError(f"--keep-days: expected a number of days >= 0, got {policy.keep_days:g}")
+    retention.validate(policy)
     log = get_logger()
     now = now or datetime.now(UTC)
     entries = scan(store)

@@ -8,6 +8,7 @@ Every invalid value is a UsageError (exit 2) naming the flag or variable it came
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import Any, TypeVar
 from job import dburl
 from job.errors import UsageError
 from job.manifest import parse_choice
+from job.retention import Policy as RetentionPolicy
+from job.retention import parse as parse_retention
 
 T = TypeVar("T")
 
@@ -59,6 +62,9 @@ class Config:
     schema_accept_reason: str | None = None
     schema_accept_fingerprint: str | None = None
     run_as: str | None = None  # JOB_USER: the account to run as when started as root (job.privileges)
+    snapshot_interval: float = 900.0  # gate --supervise: seconds between periodic snapshots, 0 = off
+    shutdown_snapshot_budget: float = 20.0  # gate --supervise: seconds after a stop, 0 = no snapshot
+    retention: RetentionPolicy | None = None  # SNAPSHOT_RETENTION, applied after each new snapshot
 
 
 def _pick(flags: Mapping[str, Any], env: Mapping[str, str], flag: str, var: str) -> tuple[Any, str] | None:
@@ -93,6 +99,23 @@ def _seconds(raw: Any, source: str) -> float:
         raise UsageError(f"{source}: expected a number of seconds, got {raw!r}") from None
     if not value > 0 or value == float("inf"):
         raise UsageError(f"{source}: expected a positive number of seconds, got {raw!r}")
+    return value
+
+
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(s|m|h)?$")
+_UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600}
+MAX_DURATION = 7 * 24 * 3600
+
+
+def _duration(raw: Any, source: str) -> float:
+    """`30s`, `15m`, `1h` (a bare number is seconds); 0 turns the thing off."""
+    match = _DURATION.match(str(raw).strip().lower())
+    value = float(match[1]) * _UNIT_SECONDS[match[2]] if match else None
+    if value is None or (value != 0 and not 1 <= value <= MAX_DURATION):
+        raise UsageError(
+            f"{source}: expected a duration such as 30s, 15m or 1h (from 1s to 168h), or 0 for off; "
+            f"got {raw!r}"
+        )
     return value
 
 
@@ -254,6 +277,11 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         allow_drift=bool(flags.get("allow_drift"))
         or _parse({}, env, "--allow-drift", "ALLOW_DRIFT", False, _flag),
         run_as=_parse({}, env, "JOB_USER", "JOB_USER", None, _text) or None,
+        snapshot_interval=_parse(flags, env, "--snapshot-interval", "SNAPSHOT_INTERVAL", 900.0, _duration),
+        shutdown_snapshot_budget=_parse(
+            flags, env, "--shutdown-snapshot-budget", "SHUTDOWN_SNAPSHOT_BUDGET", 20.0, _duration
+        ),
+        retention=_parse({}, env, "", "SNAPSHOT_RETENTION", None, parse_retention),
     )
 
 

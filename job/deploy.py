@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from job import accept, database, ledger, newdb, restore, scratch, snapshot
+from job import accept, database, ledger, newdb, restore, retain, scratch, snapshot
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_location, ensure_directory, require_sqlite_version
@@ -58,6 +58,9 @@ def run(config: Config, *, keep_lock: bool = False) -> tuple[dict[str, Any], Dis
     except BaseException:
         lock.release()
         raise
+    pre_migrate = {"snapshot_id": facts["snapshot_id"], "unchanged": facts["snapshot_unchanged"]}
+    committed = retain.is_new(pre_migrate) or bool(facts["post_migrate_snapshot_id"] or facts["restored"])
+    facts.update(retain.after_snapshot(config, store, committed=committed))
     log.info("deploy.ready", schema_version=facts["schema_version"])
     if keep_lock:
         return {**facts, "durations_s": durations}, lock
@@ -161,14 +164,30 @@ def _post_migrate_snapshot(
     return str(facts["snapshot_id"])
 
 
-def gate(config: Config, argv: list[str], *, hold_lock: bool) -> dict[str, Any]:
-    """`gate`: check that COMMAND can be started, deploy, and with `hold_lock` leave a shared lock
-    for COMMAND to inherit; the caller then execs COMMAND (only after a success)."""
+def gate(
+    config: Config, argv: list[str], *, hold_lock: bool, supervise: bool = False
+) -> tuple[dict[str, Any], DiskLock | None]:
+    """`gate`: check that COMMAND can be started, deploy, and with `hold_lock` (implied by
+    `supervise`) keep a shared lock for COMMAND's lifetime; the caller then execs or supervises
+    COMMAND (only after a success). The facts, and the shared lock if kept."""
     if not argv:
         raise UsageError("gate: give the command to start after a successful deploy: gate -- relayer")
     if shutil.which(argv[0]) is None:
         raise UsageError(f"gate: command {argv[0]!r} not found on PATH; nothing was changed")
-    facts, lock = run(config, keep_lock=hold_lock)
+    facts, lock = run(config, keep_lock=hold_lock or supervise)
     if lock is not None:
-        lock.share(holder=f"{' '.join(argv)} ({RELAYER_HOLDER})")
-    return {**facts, "exec": argv}
+        how = "--supervise" if supervise else "--hold-lock"
+        lock.share(holder=f"{' '.join(argv)} ({RELAYER_HOLDER} {how})")
+    return {**facts, "exec": argv, "supervised": supervise}, lock
+
+
+def start_failed(argv: list[str], exc: OSError) -> int:
+    """COMMAND could not be started after a successful deploy (not executable, say): logged as
+    `gate.exec_failed`, exit 2."""
+    get_logger().error(
+        "gate.exec_failed",
+        command=argv,
+        error=f"cannot start {argv[0]}: {exc.strerror or exc}",
+        exit_code=UsageError.exit_code,
+    )
+    return UsageError.exit_code

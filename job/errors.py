@@ -134,3 +134,11 @@ def translate(exc: BaseException) -> JobError | None:
     if isinstance(exc, sqlite3.Error):
         return sqlite_cause(exc, "SQLite") or DatabaseProblem(f"SQLite error: {exc}")
     return None
+
+
+def classify(exc: Exception) -> JobError:
+    """Any exception as the job's error it amounts to (a bug is exit 1, `internal_error`), for
+    paths that log a failure and go on instead of exiting: the supervisor's snapshots."""
+    if isinstance(exc, JobError):
+        return exc
+    return translate(exc) or JobError(f"{type(exc).__name__}: {exc}")

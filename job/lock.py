@@ -27,7 +27,7 @@ from job.log import get_logger
 POLL_SECONDS = 0.1
 RECORD_START = b'{"pid"'  # how _write_holder's record begins
 MAX_RECORD = 4096
-RELAYER_HOLDER = "started by gate --hold-lock"
+RELAYER_HOLDER = "started by gate"  # + " --hold-lock" or " --supervise" in the record
 
 
 @dataclass
@@ -36,7 +36,8 @@ class DiskLock:
     fd: int
 
     def share(self, holder: str) -> None:
-        """Downgrade to a shared lock that the program exec'd next inherits (gate --hold-lock):
+        """Downgrade to a shared lock that the program started next inherits (gate --hold-lock
+        execs it, gate --supervise passes the descriptor to its child):
         exclusive lockers then wait and are told who holds it, until that program exits."""
         _write_holder(self.fd, holder)
         fcntl.flock(self.fd, fcntl.LOCK_SH)
@@ -90,7 +91,7 @@ def read_holder(path: Path) -> str:
 def acquire(path: Path, *, timeout: float, command: str, shared: bool = False) -> DiskLock:
     """Take the lock, polling until `timeout` seconds have passed (then exit 3). Exclusive for
     anything that writes the database; shared for readers (snapshot), which may run beside each
-    other and beside a relayer started by `gate --hold-lock`."""
+    other and beside a relayer started by `gate --hold-lock` or `--supervise`."""
     log = get_logger()
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from job import catalog, database, ledger
@@ -29,7 +30,12 @@ def _last_snapshot(config: Config, out: dict[str, Any]) -> None:
     out["last_snapshot"] = "unavailable"
     store = open_store(config.store_url, config.s3, Deadline(min(config.deadline, STORE_DEADLINE_S)))
     newest = catalog.latest(store)
-    out["last_snapshot"] = catalog.summary(newest) if newest else f"none in {store.url}"
+    if newest is None:
+        out["last_snapshot"] = f"none in {store.url}"
+        return
+    age = max(0, round((datetime.now(UTC) - newest.created).total_seconds()))
+    out["last_snapshot"] = {**catalog.summary(newest), "age_s": age}
+    out["recovery_point_age_s"] = age  # what a lost disk would cost now, at most
 
 
 def _database(config: Config, migrations: list[Migration] | None, out: dict[str, Any]) -> None:
@@ -142,6 +148,16 @@ def _columns(rows: list[list[str]]) -> str:
     )
 
 
+def _age(seconds: int) -> str:
+    """12s, 14m, 3h05m, 2d04h: the recovery point at a glance."""
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if days:
+        return f"{days}d{hours % 24:02d}h"
+    if hours:
+        return f"{hours}h{minutes % 60:02d}m"
+    return f"{minutes}m" if minutes else f"{seconds}s"
+
+
 def render_text(status: dict[str, Any]) -> str:
     """The human-readable form of the report."""
     rows = [["database", status["db"] + ("" if status["exists"] else " (does not exist)")]]
@@ -176,7 +192,10 @@ def render_text(status: dict[str, Any]) -> str:
         )
     snapshot = status.get("last_snapshot")
     if isinstance(snapshot, dict):
-        snapshot = f"{snapshot['id']} ({snapshot['reason']}, schema {snapshot['schema_version']})"
+        snapshot = (
+            f"{snapshot['id']} ({snapshot['reason']}, schema {snapshot['schema_version']}), "
+            f"taken {_age(snapshot['age_s'])} ago"
+        )
     rows.append(["last snapshot", str(snapshot)])
     for problem in status.get("problems", []):
         rows.append(["problem", f"exit {problem['exit_code']}: {problem['error']}"])

@@ -85,8 +85,8 @@ def test_prune_keeps_the_newest_restorable_snapshot_and_damaged_ones_unless_aske
 def test_retention_always_keeps_the_newest_and_says_why() -> None:
     now = datetime(2026, 11, 25, 12, tzinfo=UTC)
     candidates = [
-        retention.Candidate(f"202611{day}T000000Z-00000000", now - timedelta(days=25 - day), "manual")
-        for day in (20, 22, 24)
+        retention.Candidate(f"202611{day}T000000Z-00000000", now - timedelta(days=25 - day), reason)
+        for day, reason in ((20, "pre-migrate"), (22, "pre-migrate"), (24, "manual"))
     ]
     newest, middle, _ = (c.id for c in reversed(candidates))
     assert retention.keep(candidates, retention.Policy(keep_last=0), now) == {newest: ["newest restorable"]}
@@ -95,7 +95,7 @@ def test_retention_always_keeps_the_newest_and_says_why() -> None:
         middle: ["one of the last 2"],
     }
     by_age = retention.keep(candidates, retention.Policy(keep_last=1, keep_days=3.5), now)
-    assert sorted(by_age) == [middle, newest] and by_age[middle] == ["younger than 3.5 days"]
+    assert sorted(by_age) == [middle, newest] and by_age[middle] == ["pre-migrate younger than 3.5 days"]
     assert retention.keep([], retention.Policy(keep_last=3), now) == {}
 
 

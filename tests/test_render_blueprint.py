@@ -235,3 +235,18 @@ def test_invocation_exists_in_cli(argv: list[str]) -> None:
         assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", proc.stdout), (
             f"relayer-job {' '.join(words)} has no {flag} option"
         )
+
+
+def test_the_relayer_runs_supervised_with_time_for_the_final_snapshot(
+    service: dict[str, Any], env: dict[str, dict[str, Any]]
+) -> None:
+    """Periodic snapshots need `--supervise`; the final one must fit between SIGTERM and the kill."""
+    from job import config
+
+    argv = service["dockerCommand"].split()
+    assert "--supervise" in argv[: argv.index("--")]
+    keys = ("SNAPSHOT_INTERVAL", "SHUTDOWN_SNAPSHOT_BUDGET", "SNAPSHOT_RETENTION")
+    settings = config.load({}, {key: str(env[key]["value"]) for key in keys})
+    assert settings.snapshot_interval > 0 and settings.retention is not None
+    assert 0 < settings.shutdown_snapshot_budget < service.get("maxShutdownDelaySeconds", 30)
+    assert service["maxShutdownDelaySeconds"] <= 300  # Render's limit

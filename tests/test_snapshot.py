@@ -310,7 +310,7 @@ def test_too_little_free_space_is_refused_before_copying(cli, tmp_path: Path) ->
         sp.run(["umount", str(point)], check=False)
 
 
-def test_prune_keep_days_keeps_recent_snapshots(tmp_path: Path) -> None:
+def test_prune_keep_days_keeps_recent_ways_back(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
     from job import catalog, retention
@@ -321,7 +321,9 @@ def test_prune_keep_days_keeps_recent_snapshots(tmp_path: Path) -> None:
 
     db, store_dir = tmp_path / "relayer.db", tmp_path / "store"
     build_legacy_001(db, commands=10)
-    ids = snapshot_versions(db, 3, lambda: snap(run_cli, db, store_dir).finished["snapshot_id"])
+    ids = snapshot_versions(
+        db, 3, lambda: snap(run_cli, db, store_dir, "--reason", "pre-migrate").finished["snapshot_id"]
+    )
     store = open_store(f"file:{store_dir}", S3Options(), Deadline(60))
     policy = retention.Policy(keep_last=1, keep_days=2)
     soon = catalog.prune(store, policy=policy, apply=False, now=datetime.now(UTC) + timedelta(days=1))

@@ -35,6 +35,7 @@ from job.cli import (
     status,
 )
 from job.cli.outcome import Outcome
+from job.deploy import start_failed
 from job.errors import JobError, Stopped, UsageError, translate
 
 COMMANDS: dict[str, ModuleType] = {
@@ -213,17 +214,15 @@ def _main(argv: list[str]) -> int:
     if late is not None:
         return _fail(started, late, traceback=False)
     code = _finish(started, "ok", 0, **outcome.facts)
+    if outcome.supervise is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return outcome.supervise()
     if outcome.exec_argv:
         sys.stdout.flush()
         sys.stderr.flush()
         try:
             os.execvp(outcome.exec_argv[0], outcome.exec_argv)
         except OSError as exc:
-            log.error(
-                "gate.exec_failed",
-                command=outcome.exec_argv,
-                error=f"cannot start {outcome.exec_argv[0]}: {exc.strerror or exc}",
-                exit_code=UsageError.exit_code,
-            )
-            return UsageError.exit_code
+            return start_failed(outcome.exec_argv, exc)
     return code

@@ -1,15 +1,18 @@
-"""relayer-job snapshot [--reason R] [--if-db-exists]"""
+"""relayer-job snapshot [--reason R] [--if-db-exists] [--force]"""
 
 from __future__ import annotations
 
 import argparse
 
-from job import snapshot
+from job import retain
 from job.cli import options
 from job.cli.outcome import Outcome
 from job.config import Config
 
-HELP = "snapshot the database to the store (consistent copy, zstd, SHA-256, manifest last)"
+HELP = (
+    "snapshot the database to the store (consistent copy, zstd, SHA-256, manifest last), then apply "
+    "SNAPSHOT_RETENTION"
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,4 +29,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, args: argparse.Namespace) -> Outcome:
-    return Outcome(snapshot.run(config, reason=args.reason, if_db_exists=args.if_db_exists, force=args.force))
+    return Outcome(
+        retain.snapshot_command(config, reason=args.reason, if_db_exists=args.if_db_exists, force=args.force)
+    )

@@ -1,5 +1,6 @@
 """relayer-job snapshots list [--json] [--since TIME] [--until TIME] | verify [ID|latest] [--download]
-| prune --keep-last N [--keep-days D] [--apply] [--delete-damaged] [--json]"""
+| prune [--keep-last N] [--keep-hourly H] [--keep-daily D] [--keep-weekly W] [--keep-days D]
+  [--apply] [--delete-damaged] [--json]"""
 
 from __future__ import annotations
 
@@ -53,9 +54,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="download, check both SHA-256 values, decompress and run integrity_check",
     )
-    prune = actions.add_parser("prune", help="delete old snapshots (dry run unless --apply)", parents=shared)
-    prune.add_argument("--keep-last", required=True, metavar="N", help="committed snapshots to keep")
-    prune.add_argument("--keep-days", metavar="D", help="also keep snapshots younger than D days")
+    prune = actions.add_parser(
+        "prune",
+        help="delete the snapshots a retention policy leaves out (dry run unless --apply)",
+        description="Keep the union of the rules (restic's meaning, in UTC): the N newest; the "
+        "newest of each of the H (D, W) most recent hours (days, ISO weeks) that have snapshots; "
+        "pre-migrate and pre-restore snapshots younger than --keep-days; always the newest "
+        "restorable one. Without --keep-* flags the policy is SNAPSHOT_RETENTION.",
+        parents=shared,
+    )
+    prune.add_argument("--keep-last", metavar="N", help="the N newest snapshots")
+    for name, span in (("hourly", "hours"), ("daily", "UTC days"), ("weekly", "ISO weeks")):
+        prune.add_argument(
+            f"--keep-{name}",
+            metavar="N",
+            help=f"the newest snapshot of each of the N most recent {span} that have snapshots",
+        )
+    prune.add_argument(
+        "--keep-days",
+        metavar="D",
+        help="also keep pre-migrate and pre-restore snapshots younger than D days, whatever the rules",
+    )
     prune.add_argument("--apply", action="store_true", help="really delete")
     prune.add_argument(
         "--delete-damaged",
@@ -107,15 +126,16 @@ def run(config: Config, args: argparse.Namespace) -> Outcome:
         )
         print(f"snapshot {facts['id']}: {checked}", flush=True)
         return Outcome(facts)
-    keep_last = _number(args.keep_last, "--keep-last")
-    if keep_last is None or keep_last != int(keep_last):
-        raise UsageError(f"--keep-last: expected a whole number, got {args.keep_last!r}")
-    plan = catalog.prune(
-        store,
-        policy=retention.Policy(int(keep_last), _number(args.keep_days, "--keep-days")),
-        apply=args.apply,
-        delete_damaged=args.delete_damaged,
+    policy = (
+        retention.from_flags({n: getattr(args, f"keep_{n}") for n in retention.NAMES}) or config.retention
     )
+    if policy is None:
+        raise UsageError(
+            "snapshots prune: give the policy with --keep-last, --keep-hourly, --keep-daily and/or "
+            "--keep-weekly (and --keep-days), or set SNAPSHOT_RETENTION"
+        )
+    plan = catalog.prune(store, policy=policy, apply=args.apply, delete_damaged=args.delete_damaged)
+    plan["policy"] = retention.describe(policy)
     if args.json:
         print(json.dumps(plan), flush=True)
     else:
@@ -127,14 +147,14 @@ def _print_plan(plan: dict[str, Any]) -> None:
     """The plan as a table: what is kept and why, what goes, what is damaged, what is left over."""
     rows = [
         *(("keep", i, plan["kept_because"][i]) for i in plan["keep"]),
-        *(("delete", i, "outside the retention") for i in plan["delete"]),
+        *(("delete", i, "kept by no rule of the policy") for i in plan["delete"]),
         *(
             ("damaged", i, plan["problems"][i] + ("" if plan["delete_damaged"] else " (kept)"))
             for i in plan["damaged"]
         ),
         *(("leftover", i, "no manifest, older than an hour") for i in plan["leftovers"]),
     ]
-    print(f"snapshots in {plan['store']}:", flush=True)
+    print(f"snapshots in {plan['store']}, policy {plan['policy']}:", flush=True)
     for action, snapshot_id, why in rows:
         info = plan["snapshots"].get(snapshot_id, {})
         print(f"  {action:<8}  {snapshot_id}  {info.get('reason', ''):<12}  {why}", flush=True)

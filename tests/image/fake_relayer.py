@@ -4,9 +4,11 @@
 Like the real relayer it has no SIGTERM handling of its own (a signal is recorded, then its
 default action applies, which PID 1 would not get), serves GET /health on $HOST:$PORT, and reads
 the database at $DATABASE_PATH. It prints one JSON line per fact, {"fake_relayer": ...}, to stdout
-(the container log): its pid, parent, uid, gid, what PID 1 is, the database it sees, which
-migration files its own start-up runner would still apply, whether it holds the disk lock, and
-every signal it gets. GET /db answers the same database facts while it runs.
+(the container log): its pid, parent (and the parent's command and parent), uid, gid, what PID 1
+is, the database it sees, which migration files its own start-up runner would still apply,
+whether it holds the disk lock, and every signal it gets. GET /db answers the same database facts
+while it runs; GET /write inserts one row as the relayer would (busy timeout 5 s) and answers the
+number of rows written so far.
 """
 
 from __future__ import annotations
@@ -62,6 +64,30 @@ def holds_lock() -> bool:
     return False
 
 
+def process(pid: int) -> dict[str, Any]:
+    """A process's command line and parent, from /proc."""
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return {
+        "command": [Path(command[0].decode()).name, *(c.decode() for c in command[1:])],
+        "ppid": int(stat[1]),
+    }
+
+
+def write_row() -> int:
+    """One write as the relayer makes them: an autocommit INSERT with a 5 s busy timeout."""
+    conn = sqlite3.connect(os.environ.get("DATABASE_PATH", "data/relayer.db"), timeout=5)
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO bootstrap_devices (token_hash, created_at) VALUES (?, ?)",
+                (f"fake-{time.time_ns()}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+            )
+        return int(conn.execute("SELECT count(*) FROM bootstrap_devices").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def on_signal(signum: int, _frame: FrameType | None) -> None:
     record("signal", signal=signal.Signals(signum).name)
     signal.signal(signum, signal.SIG_DFL)  # then behave as if there were no handler at all
@@ -74,6 +100,8 @@ class Handler(BaseHTTPRequestHandler):
             body, kind = b"ok", "text/plain"
         elif self.path == "/db":
             body, kind = json.dumps(database_facts()).encode(), "application/json"
+        elif self.path == "/write":
+            body, kind = str(write_row()).encode(), "text/plain"
         else:
             self.send_error(404)
             return
@@ -95,6 +123,7 @@ def main() -> None:
         "started",
         pid=os.getpid(),
         ppid=os.getppid(),
+        parent=process(os.getppid()),
         uid=os.getuid(),
         gid=os.getgid(),
         pid1=Path(pid1).name,

@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DOCKER = shlex.split(os.environ.get("DOCKER", "docker"))
 RUN_ID = f"rjtest-{secrets.token_hex(3)}"
-IMAGE = "relayer-job-test"  # tags: job, service, service-v2, ...
+# tags: job, service, service-v2, ...; IMAGE_TEST_REPOSITORY keeps parallel runs on one engine apart
+IMAGE = os.environ.get("IMAGE_TEST_REPOSITORY", "relayer-job-test")
 APP_UID = 10001
 MB = 1_000_000
 
@@ -68,6 +69,12 @@ class Run:
 
     def named(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["event"] == name]
+
+    def after(self, mark: str) -> list[dict[str, Any]]:
+        """The events after the first `mark` event (none if there is none)."""
+        events = self.events
+        marks = [i for i, e in enumerate(events) if e["event"] == mark]
+        return events[marks[0] + 1 :] if marks else []
 
     @property
     def finished(self) -> dict[str, Any]:
@@ -182,6 +189,11 @@ class Service:
                 raise CheckFailed(f"{self.name} exited instead of serving:\n{self.logs()[-4000:]}")
             time.sleep(0.02)
         raise CheckFailed(f"{self.name}: /health never answered")
+
+    def write(self) -> int:
+        """One write by the relayer (fake_relayer's GET /write); the rows written so far."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/write", timeout=10) as r:
+            return int(r.read())
 
     def db(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/db", timeout=5) as r:

@@ -11,9 +11,12 @@ At the end it prints the measured figures. Exit 0 when every check passed.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
 from typing import Any
+
+import zstandard
 
 from tests.image.harness import (
     APP_UID,
@@ -38,24 +41,40 @@ from tests.image.images import build_images, bytecode, non_root_start, sizes, un
 from tests.support.legacy import build_legacy_001
 
 
-def check_relayer(run: Run, *, uid: int = APP_UID) -> dict[str, Any]:
+def check_relayer(run: Run, *, uid: int = APP_UID, supervised: bool = True) -> dict[str, Any]:
     started = run.relayer("started")
     check(len(started) == 1, f"the relayer started {len(started)} times:\n{run.output[-3000:]}")
     facts = started[0]
-    check(
-        facts["pid"] != 1 and facts["ppid"] == 1 and facts["pid1"] == "tini",
-        f"relayer is not a child of tini: {facts}",
-    )
+    check(facts["pid"] != 1 and facts["pid1"] == "tini", f"relayer is PID 1 or tini is not: {facts}")
+    if supervised:  # tini -> relayer-job gate --supervise -> relayer
+        parent = facts["parent"]
+        check(
+            facts["ppid"] != 1 and parent["ppid"] == 1 and "--supervise" in parent["command"],
+            f"relayer is not supervised by the gate under tini: {facts}",
+        )
+    else:  # tini -> relayer (gate exec'd it)
+        check(facts["ppid"] == 1, f"relayer is not a child of tini: {facts}")
     check(facts["uid"] == uid and facts["gid"] == uid, f"relayer runs as {facts['uid']}:{facts['gid']}")
     check(facts["would_run"] == [], f"the relayer's own runner would re-run {facts['would_run']}")
-    check(facts["holds_lock"], "the relayer does not hold the disk lock (gate --hold-lock)")
+    check(facts["holds_lock"], "the relayer does not hold the disk lock (gate --hold-lock/--supervise)")
     return facts
 
 
-def check_stopped(run: Run, seconds: float) -> None:
+def check_stopped(run: Run, seconds: float, *, supervised: bool = True) -> str | None:
+    """Exit 143 after one SIGTERM reached the relayer; supervised, the final snapshot's id (None
+    when the database was unchanged since the last one)."""
     check(run.rc == 143, f"expected exit 143 (SIGTERM), got {run.rc} after {seconds:.1f} s")
     signals = [r["signal"] for r in run.relayer("signal")]
     check(signals == ["SIGTERM"], f"the relayer received {signals}")
+    if not supervised:
+        return None
+    final = [e for e in run.after("supervisor.child_exited") if e["event"].startswith("snapshot.")]
+    check(
+        [e["event"] for e in final][-1:] in (["snapshot.committed"], ["snapshot.unchanged"]),
+        f"no shutdown snapshot after the relayer exited:\n{run.output[-3000:]}",
+    )
+    check(run.named("supervisor.exited")[-1]["exit_code"] == 143, "the supervisor's exit is not logged")
+    return final[-1].get("snapshot_id")
 
 
 def lifecycle(lab: Lab) -> None:
@@ -82,7 +101,7 @@ def lifecycle(lab: Lab) -> None:
     check(owner_of(disk, "/data", "/data/relayer.db") == [f"{APP_UID}:{APP_UID}"] * 2, "not handed over")
     say(
         f"   ok: /data and relayer.db handed to {APP_UID}; migrated to 004; relayer pid {facts['pid']}, "
-        f"child of tini, uid {facts['uid']}, holds the lock, nothing left for its own runner"
+        f"supervised under tini, uid {facts['uid']}, holds the lock, nothing left for its own runner"
     )
 
     say("== 2. deploy v2 (adds 005): pre-deploy, stop old, start new")
@@ -200,8 +219,39 @@ def lifecycle(lab: Lab) -> None:
     say(f"   ok: exit 143 in {stop_s:.2f} s, job.finished: {finished['error'][:90]}...")
 
 
+def supervised(lab: Lab) -> None:
+    say("== the supervised relayer writes: a periodic snapshot, and the final one after SIGTERM")
+    disk = lab.volume("supervised")
+    env = {"SNAPSHOT_STORE": f"s3://{lab.bucket}/supervised", "SNAPSHOT_INTERVAL": "1s"}
+    service = start_service(lab, f"{IMAGE}:service", disk, env=env)
+    service.wait_healthy()
+    check_relayer(service.run())
+    service.write()
+    deadline = time.monotonic() + 60
+    while not [e for e in service.run().after("supervisor.started") if e["event"] == "snapshot.committed"]:
+        check(time.monotonic() < deadline, f"no periodic snapshot:\n{service.logs()[-3000:]}")
+        time.sleep(0.1)
+    written = service.write()  # the last write before the stop
+    stopped, stop_s = service.stop()
+    final = check_stopped(stopped, stop_s)
+    check(final is not None, "the final snapshot found nothing new after the last write")
+    key = f"supervised/snapshots/{final}/relayer.db.zst"
+    assert lab.s3 is not None
+    body = lab.s3.client().get_object(Bucket=lab.bucket, Key=key)["Body"].read()
+    copy = lab.work / "final.db"
+    copy.write_bytes(zstandard.ZstdDecompressor().decompress(body))
+    conn = sqlite3.connect(copy)
+    count = conn.execute("SELECT count(*) FROM bootstrap_devices").fetchone()[0]
+    conn.close()
+    check(count == written, f"the final snapshot holds {count} of the relayer's {written} writes")
+    lab.figures["SIGTERM to exit, supervised relayer, with the final snapshot (docker stop)"] = (
+        f"{stop_s:.2f} s (exit 143)"
+    )
+    say(f"   ok: stopped in {stop_s:.2f} s (exit 143); final snapshot {final} holds all {written} writes")
+
+
 def entrypoint_override(lab: Lab) -> None:
-    say("== a platform that replaces the entrypoint (relayer-job as PID 1) still gets tini")
+    say("== a platform that replaces the entrypoint (relayer-job as PID 1) still gets tini; exec mode")
     disk = lab.volume("override")
     service = start_service(
         lab,
@@ -212,9 +262,9 @@ def entrypoint_override(lab: Lab) -> None:
         env={"SNAPSHOT_STORE": f"s3://{lab.bucket}/override"},
     )
     service.wait_healthy()
-    check_relayer(service.run())
+    check_relayer(service.run(), supervised=False)
     stopped, stop_s = service.stop()
-    check_stopped(stopped, stop_s)
+    check_stopped(stopped, stop_s, supervised=False)
     say(f"   ok: relayer-job re-executed itself under tini; stop took {stop_s:.2f} s")
 
 
@@ -257,10 +307,10 @@ def gate_at_100_mb(lab: Lab) -> None:
         service.stop()
     to_exec, finished = sorted(runs, key=lambda r: r[0])[1]
     steps = ", ".join(f"{step} {seconds:.2f}" for step, seconds in finished["durations_s"].items())
-    lab.figures[
-        f"gate to exec, nothing to do, {size / MB:.0f} MB database (container start -> relayer starts)"
-    ] = f"{to_exec:.2f} s, median of 3 (job.finished duration_s {finished['duration_s']:.2f}: {steps})"
-    say(f"   ok: {size / MB:.0f} MB; to exec: {', '.join(f'{r[0]:.2f}' for r in runs)} s")
+    lab.figures[f"gate, nothing to do, {size / MB:.0f} MB database (container start -> relayer starts)"] = (
+        f"{to_exec:.2f} s, median of 3 (job.finished duration_s {finished['duration_s']:.2f}: {steps})"
+    )
+    say(f"   ok: {size / MB:.0f} MB; to relayer start: {', '.join(f'{r[0]:.2f}' for r in runs)} s")
 
 
 def main() -> int:
@@ -279,6 +329,7 @@ def main() -> int:
             bytecode(lab)
             non_root_start(lab)
             lifecycle(lab)
+            supervised(lab)
             entrypoint_override(lab)
             gate_at_100_mb(lab)
         except CheckFailed as exc:
