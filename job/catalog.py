@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -194,59 +194,103 @@ def check_present(store: Store, manifest: Manifest) -> None:
     _require_size(manifest, store.head(data_key(manifest.id)))
 
 
-def fetch(store: Store, manifest: Manifest, destination: Path, *, deadline: Deadline) -> None:
-    """Download, check both SHA-256 values, decompress to `destination`, run integrity_check:
-    a restore drill. VerificationFailed (exit 8) on any mismatch; nothing live is touched."""
-    check_present(store, manifest)
-    packed = destination.with_name(destination.name + ".zst")
-    try:
-        store.download(data_key(manifest.id), packed)
-        deadline.check("verifying the snapshot")
-        actual = sha256_of(packed, deadline)
-        if actual != manifest.compressed_sha256:
-            raise VerificationFailed(
-                f"snapshot {manifest.id}: compressed SHA-256 is {actual}, manifest says "
-                f"{manifest.compressed_sha256}"
-            )
-        raw = hashlib.sha256()
-        with packed.open("rb") as src, destination.open("wb") as out:
+class _HashingWriter:
+    """The decompressor's sink: the database's bytes are hashed on their way to the file."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out, self.sha256 = out, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self.out.write(data)
+
+
+def _unpack(packed: Path, destination: Path, deadline: Deadline) -> tuple[str, str | None, str | None]:
+    """One pass over the compressed bytes: their SHA-256, and the database decompressed into
+    `destination` with its SHA-256 (zstd's own frame checksum checked on the way). When the bytes
+    do not decompress, the rest is still hashed, so that a damaged object is named as such."""
+    compressed = hashlib.sha256()
+    failure = None
+    with packed.open("rb") as src, destination.open("wb") as out:
+        sink = _HashingWriter(out)
+        writer = zstandard.ZstdDecompressor().stream_writer(sink, closefd=False)  # type: ignore[arg-type]
+        while chunk := src.read(CHUNK):
+            compressed.update(chunk)
+            if failure is None:
+                try:
+                    writer.write(chunk)
+                except zstandard.ZstdError as exc:
+                    failure = str(exc)
+            deadline.check("decompressing the snapshot")
+        if failure is None:
             try:
-                reader = zstandard.ZstdDecompressor().stream_reader(src)
-                while chunk := reader.read(CHUNK):
-                    raw.update(chunk)
-                    out.write(chunk)
-                    deadline.check("decompressing the snapshot")
+                writer.flush()
             except zstandard.ZstdError as exc:
-                raise VerificationFailed(f"snapshot {manifest.id}: cannot decompress: {exc}") from exc
+                failure = str(exc)
+    return compressed.hexdigest(), None if failure else sink.sha256.hexdigest(), failure
+
+
+def fetch(store: Store, manifest: Manifest, destination: Path, *, deadline: Deadline) -> None:
+    """The snapshot's database in `destination`, its bytes proved to be the ones the manifest
+    describes: both SHA-256 values checked in the one pass that decompresses it (a local store's
+    object is read where it is, an S3 object downloaded beside `destination` first).
+    VerificationFailed (exit 8) on any mismatch; nothing live is touched."""
+    check_present(store, manifest)
+    key = data_key(manifest.id)
+    local = store.local_path(key)
+    packed = local or destination.with_name(destination.name + ".zst")
+    try:
+        if local is None:
+            store.download(key, packed)
+        compressed, raw, failure = _unpack(packed, destination, deadline)
     finally:
-        packed.unlink(missing_ok=True)
-    if raw.hexdigest() != manifest.raw_sha256:
+        if local is None:
+            packed.unlink(missing_ok=True)
+    if compressed != manifest.compressed_sha256:
         raise VerificationFailed(
-            f"snapshot {manifest.id}: database SHA-256 is {raw.hexdigest()}, manifest says "
-            f"{manifest.raw_sha256}"
+            f"snapshot {manifest.id}: compressed SHA-256 is {compressed}, manifest says "
+            f"{manifest.compressed_sha256}"
         )
-    try:
-        with database.opened(destination) as conn:
-            problems = database.quick_check(conn, full=True)
-    except (DatabaseProblem, sqlite3.DatabaseError) as exc:
-        problems = [str(exc)]
-    if problems:
-        raise VerificationFailed(f"snapshot {manifest.id}: integrity_check failed: {'; '.join(problems[:3])}")
+    if failure is not None:
+        raise VerificationFailed(f"snapshot {manifest.id}: cannot decompress: {failure}")
+    if raw != manifest.raw_sha256:
+        raise VerificationFailed(
+            f"snapshot {manifest.id}: database SHA-256 is {raw}, manifest says {manifest.raw_sha256}"
+        )
 
 
-def prove(store: Store, manifest: Manifest, destination: Path, *, deadline: Deadline) -> None:
+def checked_when_taken(manifest: Manifest) -> bool:
+    """Whether the snapshot's copy passed the deploy's health checks (quick_check and
+    foreign_key_check) when it was taken. A fetched copy with the manifest's SHA-256 is those very
+    bytes, so the checks need not be repeated on it."""
+    return manifest.quick_check == "ok" and manifest.foreign_key_check == "ok"
+
+
+def prove(
+    store: Store, manifest: Manifest, destination: Path, *, deadline: Deadline, drill: bool = False
+) -> None:
     """`fetch`, then the health checks a deploy applies to the live database (quick_check and
-    foreign_key_check): a snapshot a deploy would refuse is not restorable. VerificationFailed
-    (exit 8) naming what is wrong."""
+    foreign_key_check), unless the snapshot passed them when it was taken; a `drill` (snapshots
+    verify --download) runs them anyway, and the full integrity_check too. A snapshot a deploy
+    would refuse is not restorable: VerificationFailed (exit 8) naming what is wrong."""
     fetch(store, manifest, destination, deadline=deadline)
+    if checked_when_taken(manifest) and not drill:
+        return
     try:
         with database.opened(destination) as conn:
+            problems = database.quick_check(conn, full=True) if drill else []
+            if problems:
+                raise VerificationFailed(
+                    f"snapshot {manifest.id}: integrity_check failed: {'; '.join(problems[:3])}"
+                )
             database.require_healthy(conn, f"snapshot {manifest.id}")
     except DatabaseProblem as exc:
         raise VerificationFailed(
             f"{exc.message}: a deploy would refuse it, so it is not restorable; choose another "
             "snapshot ('snapshots list')"
         ) from exc
+    except sqlite3.DatabaseError as exc:
+        raise VerificationFailed(f"snapshot {manifest.id}: {exc}") from exc
 
 
 def verify(store: Store, which: str, *, download: bool, deadline: Deadline) -> dict[str, Any]:
@@ -266,7 +310,7 @@ def verify(store: Store, which: str, *, download: bool, deadline: Deadline) -> d
     check_present(store, manifest)
     if download:
         with tempfile.TemporaryDirectory(prefix="relayer-job-verify-") as scratch:
-            prove(store, manifest, Path(scratch) / f"{manifest.id}.db", deadline=deadline)
+            prove(store, manifest, Path(scratch) / f"{manifest.id}.db", deadline=deadline, drill=True)
     get_logger().info("snapshot.verified", id=manifest.id, downloaded=download)
     checked = "ok" if download else None
     return {

@@ -47,6 +47,11 @@ class Store(Protocol):
 
     def open_upload(self, key: str) -> Upload: ...
 
+    def local_path(self, key: str) -> Path | None:
+        """Where the object already is on this machine (a local store), to read it in place
+        instead of downloading a copy; None for a remote store."""
+        ...
+
     def put_file(self, key: str, source: Path, *, sha256: str) -> ObjectInfo:
         """Upload a file, then verify it is there in full: size always, and the content's SHA-256
         (hex `sha256`) wherever the store can check it. VerificationFailed if not."""

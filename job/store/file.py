@@ -99,6 +99,9 @@ class FileStore:
             raise ValueError(f"bad store key {key!r}")
         return self.root / key
 
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
     def open_upload(self, key: str) -> FileUpload:
         return FileUpload(self, key)
 

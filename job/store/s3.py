@@ -218,6 +218,10 @@ class S3Store:
             extra["StorageClass"] = self.options.storage_class
         return extra
 
+    def local_path(self, key: str) -> Path | None:
+        del key
+        return None
+
     def open_upload(self, key: str) -> S3Upload:
         return S3Upload(self, key)
 
