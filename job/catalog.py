@@ -224,7 +224,7 @@ def _unpack(packed: Path, destination: Path, deadline: Deadline) -> tuple[str, s
             deadline.check("decompressing the snapshot")
         if failure is None:
             try:
-                writer.flush()
+                writer.flush()  # type: ignore[no-untyped-call]
             except zstandard.ZstdError as exc:
                 failure = str(exc)
     return compressed.hexdigest(), None if failure else sink.sha256.hexdigest(), failure
