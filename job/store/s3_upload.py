@@ -26,7 +26,7 @@ from job.store.threads import DaemonExecutor
 if TYPE_CHECKING:
     from job.store.s3 import S3Store
 
-IN_FLIGHT = 3
+IN_FLIGHT = 2
 
 
 def _b64(digest: bytes) -> str:
@@ -60,7 +60,7 @@ class S3Upload:
             view = view[room:]
             if len(self.buffer) == self.store.part_size:
                 part, self.buffer = self.buffer, bytearray()
-                self._send(bytes(part))
+                self._send(part)
 
     def _raise_failure(self) -> None:
         for future in self.pending:
@@ -80,7 +80,7 @@ class S3Upload:
         self.upload_id = str(response["UploadId"])
         self.executor = DaemonExecutor(max_workers=IN_FLIGHT)
 
-    def _send(self, body: bytes) -> None:
+    def _send(self, body: bytes | bytearray) -> None:
         """Hand one part to a worker, waiting (deadline and stop checked) while IN_FLIGHT are busy."""
         self._raise_failure()
         if self.upload_id is None:
@@ -94,7 +94,7 @@ class S3Upload:
         assert self.executor is not None
         self.pending.append(self.executor.submit(self._upload_part, number, body, digest))
 
-    def _upload_part(self, number: int, body: bytes, digest: bytes) -> None:
+    def _upload_part(self, number: int, body: bytes | bytearray, digest: bytes) -> None:
         store = self.store
         try:
             extra: dict[str, Any] = {"ChecksumSHA256": _b64(digest)} if store.checksums else {}
@@ -106,7 +106,7 @@ class S3Upload:
                     Key=store._key(self.key),
                     UploadId=str(self.upload_id),
                     PartNumber=number,
-                    Body=body,
+                    Body=body,  # type: ignore[arg-type]  # botocore takes bytearray too: no copy
                     **extra,
                 ),
             )
@@ -125,8 +125,8 @@ class S3Upload:
                 expected = _b64(bytes.fromhex(sha256)) if sha256 else None
             else:
                 if self.buffer:
-                    self._send(bytes(self.buffer))
-                    self.buffer.clear()
+                    part, self.buffer = self.buffer, bytearray()
+                    self._send(part)
                 self._wait_for_parts()
                 parts = [self.parts[n] for n in sorted(self.parts)]
                 store._call(
