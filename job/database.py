@@ -152,7 +152,7 @@ def require_foreign_keys(conn: sqlite3.Connection, what: str) -> None:
 
 
 ProgressFn = Callable[[int, int], None]
-RAW_COPY_CHUNK = 64 << 20  # bytes copied in-kernel between two deadline checks
+RAW_COPY_CHUNK = 16 << 20  # bytes copied in-kernel between two deadline checks
 
 
 @dataclass(frozen=True)
@@ -211,13 +211,14 @@ def file_state(db_path: Path) -> FileState | None:
 
 
 def raw_copy(
-    db_path: Path, destination: Path, *, deadline: Deadline
+    db_path: Path, destination: Path, *, deadline: Deadline, progress: ProgressFn | None = None
 ) -> tuple[DatabaseInfo, FileState] | None:
     """Copy a rollback-journal database file byte for byte, in the kernel, while holding SQLite's
     SHARED lock only for that copy: a writer waits at most that long (a pinned backup-API copy
     holds it for the whole, slower, page-by-page copy). The state is read in the same lock, so it
     describes exactly the copied bytes. None for a WAL database (the main file alone is not the
-    database; use copy_consistent)."""
+    database; use copy_consistent). `progress(copied, total)` follows the copy, so that a reader
+    can work on the copied part meanwhile."""
     with destination.open("r+b") as out:
         with contextlib.suppress(OSError):  # preallocating makes the copy under the lock faster
             os.posix_fallocate(out.fileno(), 0, max(db_path.stat().st_size, 1))
@@ -231,6 +232,8 @@ def raw_copy(
             while copied < state.size:
                 deadline.check("copying the database")
                 copied += _copy_range(fd, out.fileno(), copied, min(RAW_COPY_CHUNK, state.size - copied))
+                if progress is not None:
+                    progress(copied, state.size)
         out.truncate(copied)
     return details, state
 

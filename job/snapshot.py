@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import calendar
 import contextvars
+import functools
 import hashlib
 import os
 import re
 import secrets
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +37,8 @@ from job.progress import Progress
 from job.store import Store, Upload, open_store
 
 ZSTD_LEVEL = 1
+# One zstd worker more than cores: the main thread (reading, hashing) and the checks leave gaps.
+ZSTD_THREADS = (os.cpu_count() or 1) + 1
 CHUNK = 4 << 20
 SCRATCH_PREFIX = ".relayer-job-snapshot-"
 EMPTY = "snapshot it (an empty snapshot would become the newest one)"
@@ -81,21 +86,83 @@ class Packed:
     compressed_sha256: str
 
 
-def compress(source: Path, upload: Upload, *, deadline: Deadline) -> Packed:
+class Copying:
+    """The private copy, made on a thread so that compression reads each part of it as soon as it
+    is copied (the copy holds SQLite's read lock; compression does not wait for it to end)."""
+
+    def __init__(self, db_path: Path, copy: Path, deadline: Deadline) -> None:
+        self.changed = threading.Condition()
+        self.copied, self.total, self.done = 0, -1, False
+        self.result: tuple[database.DatabaseInfo, database.FileState | None] | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        run = functools.partial(self._run, db_path, copy, deadline)
+        self.thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(run,), name="snapshot-copy"
+        )
+        self.thread.start()
+
+    def _run(self, db_path: Path, copy: Path, deadline: Deadline) -> None:
+        started = time.monotonic()
+        try:
+            self.result = _copy(db_path, copy, deadline, self._progress)
+            size = copy.stat().st_size
+            self._progress(size, size)
+        except BaseException as exc:  # handed to the waiting thread
+            self.error = exc
+        finally:
+            with self.changed:
+                self.done, self.seconds = True, time.monotonic() - started
+                self.changed.notify_all()
+
+    def _progress(self, copied: int, total: int) -> None:
+        with self.changed:
+            self.copied, self.total = copied, total
+            self.changed.notify_all()
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        with self.changed:
+            while not (ready() or self.done):
+                self.changed.wait(0.5)
+            if self.error is not None:
+                raise self.error
+
+    def size(self) -> int:
+        """The size of the copy, once known (the copy has begun)."""
+        self._wait(lambda: self.total >= 0)
+        return self.total
+
+    def available(self, offset: int) -> int:
+        """How far the copy may be read: beyond `offset`, or to its end."""
+        self._wait(lambda: self.copied > offset)
+        return self.copied
+
+    def finish(self) -> tuple[database.DatabaseInfo, database.FileState | None]:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+def compress(source: Path, upload: Upload, *, deadline: Deadline, copying: Copying) -> Packed:
     """zstd (multithreaded, frame checksum on) of `source` straight into `upload`, with SHA-256 of
-    the input and of the output, in one pass; memory bounded by the chunk size (and the upload's
-    parts) whatever the database size."""
-    raw_size = source.stat().st_size
+    the input and of the output, in one pass, reading `source` as it is being copied; memory
+    bounded by the chunk size (and the upload's parts) whatever the database size."""
+    raw_size = copying.size()
     progress = Progress("snapshot.compress_progress", raw_size)
     raw = hashlib.sha256()
     compressor = zstandard.ZstdCompressor(
-        level=ZSTD_LEVEL, threads=-1, write_checksum=True, write_content_size=True
+        level=ZSTD_LEVEL, threads=ZSTD_THREADS, write_checksum=True, write_content_size=True
     )
     sink = _HashingSink(upload)
     writing = compressor.stream_writer(sink, size=raw_size, closefd=False)  # type: ignore[arg-type]
     with source.open("rb") as src, writing as writer:
         done = 0
-        while chunk := src.read(CHUNK):
+        while done < raw_size:
+            chunk = src.read(min(CHUNK, copying.available(done) - done))
+            if not chunk:
+                raise EnvironmentRefused(f"the snapshot's copy {source} ended early")
             raw.update(chunk)
             writer.write(chunk)
             done += len(chunk)
@@ -163,6 +230,11 @@ def _check_copy(copy: Path) -> Checks:
     return Checks(problems, foreign_keys, migrations, schema_version)
 
 
+def _checks_once_copied(copying: Copying, copy: Path) -> Checks:
+    copying.finish()
+    return _check_copy(copy)
+
+
 def unchanged_since(db_path: Path, newest: Manifest | None) -> bool:
     """Whether the database is provably byte for byte the one `newest` (a restorable snapshot)
     holds: its FileState, read under SQLite's lock, equals the one recorded in the manifest. Never
@@ -184,12 +256,12 @@ def healthy_and_unchanged(db_path: Path, store: Store) -> Manifest | None:
 
 
 def _copy(
-    db_path: Path, copy: Path, deadline: Deadline
+    db_path: Path, copy: Path, deadline: Deadline, progress: database.ProgressFn
 ) -> tuple[database.DatabaseInfo, database.FileState | None]:
     """A consistent private copy: in-kernel under a short SHARED lock for rollback-journal files;
     the backup API over one read transaction for WAL (then turned into a self-contained
     rollback-journal file, which is what a restore needs)."""
-    copied = database.raw_copy(db_path, copy, deadline=deadline)
+    copied = database.raw_copy(db_path, copy, deadline=deadline, progress=progress)
     if copied is not None:
         return copied
     with database.opened(db_path) as live:
@@ -225,22 +297,17 @@ def create(
     snapshot_id = new_id(created, secrets.token_hex(4), after=newest_id)
     prefix = f"{SCRATCH_PREFIX}{os.getpid()}-"
     with database.scratch_file(directory, prefix, ".db") as copy:
-        try:
-            require_free_space(directory, db_path.stat().st_size + FREE_SPACE_MARGIN, what="the snapshot")
-            details, state = _copy(db_path, copy, deadline)
-        except OSError as exc:
-            raise EnvironmentRefused(
-                f"cannot write the snapshot's scratch copy in {directory}: {exc.strerror or exc}"
-            ) from exc
-        timings["copy_s"] = time.monotonic() - started
-        mark = time.monotonic()
+        require_free_space(directory, db_path.stat().st_size + FREE_SPACE_MARGIN, what="the snapshot")
+        copying = Copying(db_path, copy, deadline)
         upload = store.open_upload(data_key(snapshot_id))
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-checks") as pool:
-                checking = pool.submit(contextvars.copy_context().run, _check_copy, copy)
-                packed = compress(copy, upload, deadline=deadline)
+                checking = pool.submit(contextvars.copy_context().run, _checks_once_copied, copying, copy)
+                packed = compress(copy, upload, deadline=deadline, copying=copying)
+                details, state = copying.finish()
                 checks = checking.result()
-            timings["compress_s"] = time.monotonic() - mark
+            timings["copy_s"] = copying.seconds
+            timings["compress_s"] = time.monotonic() - started
             if checks.quick_check:
                 raise DatabaseProblem(
                     f"the snapshot copy of {db_path} failed quick_check: "
@@ -252,9 +319,16 @@ def create(
                 return {"snapshot_id": newest.id, "unchanged": True, "store": store.url}
             mark = time.monotonic()
             uploaded = upload.commit(sha256=packed.compressed_sha256)
+        except OSError as exc:
+            upload.abort()
+            raise EnvironmentRefused(
+                f"cannot write the snapshot's scratch copy in {directory}: {exc.strerror or exc}"
+            ) from exc
         except BaseException:
             upload.abort()
             raise
+        finally:
+            copying.thread.join()  # the copy's lock and descriptors are gone before its file is
         timings["upload_s"] = time.monotonic() - mark
         log.info(
             "snapshot.uploaded",
