@@ -19,16 +19,18 @@ IOPRIO_WHO_PROCESS = 1  # a thread id, on Linux
 IOPRIO_CLASS_BE, IOPRIO_CLASS_SHIFT, IOPRIO_LOWEST_LEVEL = 2, 13, 7
 
 
-def lower_this_thread() -> dict[str, object]:
-    """Nice +10 and best-effort I/O priority 7 (the lowest that still gets a share) for the calling
-    thread; what was applied, for the log."""
+def lower_this_thread(*, nice: int = NICE, io: bool = True) -> dict[str, object]:
+    """Nice +`nice` and (with `io`) best-effort I/O priority 7 (the lowest that still gets a share)
+    for the calling thread; what was applied, for the log."""
     tid = threading.get_native_id()
     applied: dict[str, object] = {}
     try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
         applied["nice"] = os.getpriority(os.PRIO_PROCESS, tid)
     except (OSError, AttributeError) as exc:
         applied["nice"] = f"unchanged: {exc}"
+    if not io:
+        return applied
     number = IOPRIO_SET.get(platform.machine())
     if number is None:
         applied["ioprio"] = f"unchanged: no ioprio_set for {platform.machine()}"

@@ -25,7 +25,7 @@ from typing import Any
 
 import zstandard
 
-from job import __version__, catalog, database, ledger, newdb, scratch
+from job import __version__, catalog, database, ledger, newdb, priority, scratch
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_location, require_free_space
@@ -39,6 +39,7 @@ from job.store import Store, Upload, open_store
 ZSTD_LEVEL = 1
 # One zstd worker more than cores: the main thread (reading, hashing) and the checks leave gaps.
 ZSTD_THREADS = (os.cpu_count() or 1) + 1
+COMPRESS_NICE = 5
 CHUNK = 4 << 20
 SCRATCH_PREFIX = ".relayer-job-snapshot-"
 EMPTY = "snapshot it (an empty snapshot would become the newest one)"
@@ -230,6 +231,13 @@ def _check_copy(copy: Path) -> Checks:
     return Checks(problems, foreign_keys, migrations, schema_version)
 
 
+def _compress_behind_the_copy(copy: Path, upload: Upload, deadline: Deadline, copying: Copying) -> Packed:
+    """compress on a thread that (with the zstd workers it starts) yields the CPU to the copy, which
+    holds SQLite's read lock while the relayer's writes wait; it uses what the copy leaves idle."""
+    priority.lower_this_thread(nice=COMPRESS_NICE, io=False)
+    return compress(copy, upload, deadline=deadline, copying=copying)
+
+
 def _checks_once_copied(copying: Copying, copy: Path) -> Checks:
     copying.finish()
     return _check_copy(copy)
@@ -301,9 +309,12 @@ def create(
         copying = Copying(db_path, copy, deadline)
         upload = store.open_upload(data_key(snapshot_id))
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-checks") as pool:
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="snapshot") as pool:
                 checking = pool.submit(contextvars.copy_context().run, _checks_once_copied, copying, copy)
-                packed = compress(copy, upload, deadline=deadline, copying=copying)
+                compressing = pool.submit(
+                    contextvars.copy_context().run, _compress_behind_the_copy, copy, upload, deadline, copying
+                )
+                packed = compressing.result()
                 details, state = copying.finish()
                 checks = checking.result()
             timings["copy_s"] = copying.seconds
