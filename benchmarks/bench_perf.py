@@ -246,7 +246,6 @@ def measure(
     put("peak RSS, snapshot file store (MiB)", size, round(file_rss))
     put("peak RSS, snapshot S3 (MiB)", size, round(s3_rss))
 
-
     latest = json.loads(
         subprocess.run(
             job("snapshots", "list", "--json"), env=env, capture_output=True, text=True, check=True
