@@ -173,7 +173,9 @@ def gate(
     if not argv:
         raise UsageError("gate: give the command to start after a successful deploy: gate -- relayer")
     if shutil.which(argv[0]) is None:
-        raise UsageError(f"gate: command {argv[0]!r} not found on PATH; nothing was changed")
+        found = Path(argv[0]) if "/" in argv[0] else None
+        why = "is not executable" if found is not None and found.is_file() else "not found on PATH"
+        raise UsageError(f"gate: command {argv[0]!r} {why}; nothing was changed")
     facts, lock = run(config, keep_lock=hold_lock or supervise)
     if lock is not None:
         how = "--supervise" if supervise else "--hold-lock"

@@ -104,8 +104,8 @@ def require_disk(disk: Path, db_path: Path, lock_file: Path | None = None) -> No
         raise EnvironmentRefused(
             f"--disk / DISK_MOUNT_PATH {disk} is not a mounted disk here. Render's pre-deploy command "
             "and one-off jobs run without the service's disk: use 'relayer-job preflight' there, "
-            "'relayer-job gate -- <relayer>' as the start command (dockerCommand), and 'render ssh' "
-            "for manual disk commands. If this is the start command, the disk is not mounted at "
+            "'relayer-job gate --supervise -- relayer' as the start command (dockerCommand), and "
+            "'render ssh' for manual disk commands. If this is the start command, the disk is not mounted at "
             "DISK_MOUNT_PATH: check disk.mountPath in render.yaml"
         )
     if not _on_disk(disk, db_path):
@@ -134,8 +134,9 @@ def require_free_space(directory: Path, needed: int, *, what: str) -> None:
     free = shutil.disk_usage(directory).free
     if free < needed:
         raise EnvironmentRefused(
-            f"not enough free space in {directory} for {what}: need {needed} bytes, "
-            f"{free} free; grow the disk or prune old files"
+            f"not enough free space in {directory} for {what}: need {needed} bytes, {free} free; "
+            "remove kept copies (relayer.db.replaced-*; RESTORE_KEEP_REPLACED limits them) or "
+            "other files there, or grow the disk"
         )
 
 

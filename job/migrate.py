@@ -255,6 +255,21 @@ def _write_ledger(conn: sqlite3.Connection, assessment: Assessment) -> None:
 
 
 SchemaCheck = Callable[[sqlite3.Connection], None]
+# A rehearsal (a scratch copy) names its events for what they mean for the real database.
+EVENTS = {
+    "started": "migration.started",
+    "applied": "migration.applied",
+    "adopted": "migration.adopted",
+    "recorded": "migration.checksums_recorded",
+    "accepted": "schema.drift_accepted",
+}
+REHEARSAL_EVENTS = {
+    "started": "migration.rehearsing",
+    "applied": "migration.would_apply",
+    "adopted": "migration.would_adopt",
+    "recorded": "migration.would_record_checksums",
+    "accepted": "schema.drift_would_be_accepted",
+}
 
 
 def apply_one(
@@ -364,40 +379,37 @@ def migrate_connection(
     connection; the facts for the run's summary. A rehearsal (on a scratch copy) names its events
     for what they mean for the real database: `migration.would_apply`, not `migration.applied`."""
     log = get_logger()
-    applied_event, adopted_event = (
-        ("migration.would_apply", "migration.would_adopt")
-        if rehearsal
-        else ("migration.applied", "migration.adopted")
-    )
+    events = REHEARSAL_EVENTS if rehearsal else EVENTS
     assessment = assess(conn, migrations, deadline=deadline)
     assessment.require(allow_drift)
     if assessment.accepted_by:
+        covered = {k: i for k, i in assessment.items.items() if k not in assessment.uncovered}
         log.warning(
-            "schema.drift_accepted",
+            events["accepted"],
             acceptances=[a.label() for a in assessment.accepted_by],
-            differences=assessment.drift,
+            differences=group(covered),
         )
     if assessment.problem is not None:
-        log.warning("schema.drift", allowed=True, differences=assessment.drift)
+        log.warning("schema.drift", allowed=True, differences=group(assessment.uncovered))
     if assessment.adopt or assessment.backfill or (assessment.pending and ledger.needs_preparing(conn)):
         _write_ledger(conn, assessment)
     if assessment.adopt:
-        log.info(adopted_event, names=[m.name for m in assessment.adopt])
+        log.info(events["adopted"], names=[m.name for m in assessment.adopt])
     if assessment.backfill:
-        log.info("migration.checksums_recorded", names=[m.name for m in assessment.backfill])
+        log.info(events["recorded"], names=[m.name for m in assessment.backfill])
     if not assessment.pending:
         log.info("migration.none_pending", schema_version=assessment.schema_version)
     applied = []
     for count, migration in enumerate(assessment.pending, start=assessment.applied + 1):
         deadline.check(f"starting {migration.name}")
-        log.info("migration.rehearsing" if rehearsal else "migration.started", name=migration.name)
+        log.info(events["started"], name=migration.name)
         check = None if allow_drift else _schema_check(assessment, migration, count, describe(conn))
         duration_ms = apply_one(conn, migration, deadline, check)
         if duration_ms is None:
             log.info("migration.skipped", name=migration.name, reason="applied by another runner")
             continue
         applied.append({"name": migration.name, "duration_ms": duration_ms})
-        log.info(applied_event, name=migration.name, duration_ms=duration_ms)
+        log.info(events["applied"], name=migration.name, duration_ms=duration_ms)
     drift = uncovered_drift(conn, assessment.replay.schema(len(migrations)), assessment)
     assessment.replay.close()
     if drift and not allow_drift:

@@ -159,11 +159,14 @@ def _require_regular_file(path: Path) -> None:
         )
 
 
-def discover(directory: Path, deadline: Deadline | None = None) -> list[Migration]:
-    """All migrations in `directory`, validated and in order, or UsageError naming the bad file;
-    DeadlineExceeded (exit 9) if reading and linting them outlives `deadline`."""
+def discover(
+    directory: Path, deadline: Deadline | None = None, *, source: str = "--migrations / MIGRATIONS_DIR"
+) -> list[Migration]:
+    """All migrations in `directory` (`source` names where it was given), validated and in order,
+    or UsageError naming the bad file; DeadlineExceeded (exit 9) if reading and linting them
+    outlives `deadline`."""
     if not directory.is_dir():
-        raise UsageError(f"--migrations / MIGRATIONS_DIR: {directory} is not a directory of migration files")
+        raise UsageError(f"{source}: {directory} is not a directory of migration files")
     files = sorted(p for p in directory.iterdir() if p.suffix.lower() == ".sql")
     numbered: dict[int, Path] = {}
     widths: dict[int, str] = {}
@@ -190,5 +193,5 @@ def discover(directory: Path, deadline: Deadline | None = None) -> list[Migratio
             "same number of digits so that numeric order equals the relayer's file-name order"
         )
     if not numbered:
-        raise UsageError(f"--migrations / MIGRATIONS_DIR: no *.sql migrations in {directory}")
+        raise UsageError(f"{source}: no *.sql migrations in {directory}")
     return [_load(numbered[n], n, deadline) for n in sorted(numbered)]

@@ -59,7 +59,7 @@ def refuse_empty_start(
         return why
     pick = suggested or newest
     raise DatabaseProblem(
-        f"database {config.db_path} {why}, but {store.url} holds snapshots (newest restorable "
+        f"database {config.db_path} {why}, but {store.url} holds snapshots ('latest' is "
         f"{pick.id}, schema {pick.schema_version}, {pick.reason}, {pick.created_at}); refusing to "
         f"{doing}. To bring the data back set RESTORE_SNAPSHOT={pick.id} (or run 'relayer-job "
         f"restore {pick.id}'); to really start empty set ALLOW_NEW_DATABASE=1; else check "

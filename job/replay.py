@@ -65,7 +65,8 @@ def compare_directories(first: Path, second: Path, deadline: Deadline | None = N
     """Every difference, version by version, between what two migration directories build: file
     names, and the schema after each file. Empty when a database migrated from either is the same
     to the drift check and to the relayer's ledger."""
-    left, right = discover(first, deadline), discover(second, deadline)
+    left = discover(first, deadline, source="migrations compare DIR_A")
+    right = discover(second, deadline, source="migrations compare DIR_B")
     replays = Replay(left, deadline), Replay(right, deadline)
     found: list[str] = []
     try:

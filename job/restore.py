@@ -40,8 +40,8 @@ from job.manifest import Manifest
 from job.store import Store, open_store
 
 SIDECARS = inuse.SIDECARS
-RESTORE_MARKER = ".relayer-job-restored"  # the start path's request (RESTORE_SNAPSHOT, deploy --restore)
-MANUAL_MARKER = ".relayer-job-restored-manual"  # the last `restore` command
+RESTORE_MARKER = scratch.RECORD_PREFIX  # the start path's request (RESTORE_SNAPSHOT, deploy --restore)
+MANUAL_MARKER = f"{scratch.RECORD_PREFIX}-manual"  # the last `restore` command
 STARTED, DONE = "started", "done"
 REPLACED = ".replaced-"
 KEPT_NAME = re.compile(r"\.replaced-([0-9]{8}T[0-9]{6}Z)(?:-([0-9]+))?")
@@ -255,10 +255,7 @@ def restore(
     ensure_directory(directory)
     holds_data = newdb.blank(db_path) is None
     if holds_data and not replace:
-        raise UsageError(
-            f"{db_path} exists; pass --force to replace it (it is snapshotted first and kept on "
-            "the disk), or --if-db-not-exists to restore only onto an empty disk"
-        )
+        raise _needs_force(db_path)
     facts: dict[str, Any] = {"restored": manifest.id, "schema_version": manifest.schema_version}
     if maybe_in_place and _holds(db_path, manifest, deadline):
         log.info("restore.already_in_place", id=manifest.id, db=str(db_path), note="nothing was changed")
@@ -295,6 +292,13 @@ def restore(
     }
 
 
+def _needs_force(db_path: Path) -> UsageError:
+    return UsageError(
+        f"{db_path} exists; pass --force to replace it (it is snapshotted first and kept on "
+        "the disk), or --if-db-not-exists to restore only onto an empty disk"
+    )
+
+
 def _swap(incoming: Path, db_path: Path) -> list[str]:
     """Keep the current database aside, then rename the proved file into its place."""
     kept = _keep_aside(db_path)
@@ -321,9 +325,12 @@ def run(
     ensure_directory(db_path.parent)
     with held(config.lock_file, timeout=config.lock_timeout, command="restore"):
         scratch.remove_leftovers(db_path.parent)
-        if if_db_not_exists and newdb.blank(db_path) is None:
+        holds_data = newdb.blank(db_path) is None
+        if if_db_not_exists and holds_data:
             log.info("restore.skipped", reason="database exists", db=str(db_path))
             return {"restored": None, "skipped": "database exists"}
+        if holds_data and not force:  # refused before anything is resolved or recorded
+            raise _needs_force(db_path)
         record = db_path.parent / MANUAL_MARKER
         manifest, previous = _resolve_once(store, which, record)
         again = previous is not None and previous.id == manifest.id

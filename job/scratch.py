@@ -13,12 +13,14 @@ from pathlib import Path
 from job.log import get_logger
 
 RESTORE_PREFIX = ".relayer-job-restore-"
+RECORD_PREFIX = ".relayer-job-restored"
 
 
 def remove_leftovers(directory: Path) -> list[str]:
     """Remove what killed restores left in `directory`; the caller holds the disk lock."""
     removed = []
-    for leftover in sorted(directory.glob(f"{RESTORE_PREFIX}*")):
+    records = directory.glob(f"{RECORD_PREFIX}*.tmp")  # a record's write cut short (a full disk, say)
+    for leftover in sorted([*directory.glob(f"{RESTORE_PREFIX}*"), *records]):
         if leftover.is_dir() and not leftover.is_symlink():
             continue  # not something a restore makes
         leftover.unlink(missing_ok=True)

@@ -243,6 +243,16 @@ def _checks_once_copied(copying: Copying, copy: Path) -> Checks:
     return _check_copy(copy)
 
 
+def require_room(db_path: Path) -> None:
+    """Room for a snapshot's private copy beside the database (its size and a margin), or
+    EnvironmentRefused (exit 4) saying what to free."""
+    require_free_space(
+        db_path.parent,
+        db_path.stat().st_size + FREE_SPACE_MARGIN,
+        what=f"a snapshot's private copy of {db_path.name} (its size plus 16 MiB)",
+    )
+
+
 def unchanged_since(db_path: Path, newest: Manifest | None) -> bool:
     """Whether the database is provably byte for byte the one `newest` (a restorable snapshot)
     holds: its FileState, read under SQLite's lock, equals the one recorded in the manifest. Never
@@ -305,7 +315,7 @@ def create(
     snapshot_id = new_id(created, secrets.token_hex(4), after=newest_id)
     prefix = f"{SCRATCH_PREFIX}{os.getpid()}-"
     with database.scratch_file(directory, prefix, ".db") as copy:
-        require_free_space(directory, db_path.stat().st_size + FREE_SPACE_MARGIN, what="the snapshot")
+        require_room(db_path)
         copying = Copying(db_path, copy, deadline)
         upload = store.open_upload(data_key(snapshot_id))
         try:

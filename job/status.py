@@ -7,12 +7,13 @@ problems found are listed in it and the most fundamental one gives the exit code
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from job import catalog, database, ledger
+from job import catalog, database, ledger, newdb, snapshot
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_location
@@ -90,13 +91,25 @@ def _database(config: Config, migrations: list[Migration] | None, out: dict[str,
 
 
 def _health(config: Config, out: dict[str, Any]) -> None:
-    """quick_check and foreign_key_check, the checks deploy makes before it snapshots."""
+    """What deploy checks before it snapshots: not an empty database standing in for data the store
+    holds (the empty-database rule), quick_check and foreign_key_check."""
     if not out["exists"]:
         return
     out["health"] = "unknown"
+    newdb.refuse_empty_start(
+        config, doing="start the relayer on it (deploy, gate and snapshot refuse it)", deadline=Deadline(60)
+    )
     with database.opened(config.db_path) as conn:
         database.require_healthy(conn, f"database {config.db_path}")
     out["health"] = "ok"
+
+
+def _space(config: Config, out: dict[str, Any]) -> None:
+    """Room for the next snapshot's private copy beside the database (snapshot.create's need)."""
+    if not out["exists"]:
+        return
+    out["free_bytes"] = shutil.disk_usage(config.db_path.parent).free
+    snapshot.require_room(config.db_path)
 
 
 def _attempt(step: Callable[[], T], problems: list[JobError]) -> T | None:
@@ -127,6 +140,7 @@ def report(config: Config) -> tuple[dict[str, Any], JobError | None]:
     migrations = _attempt(lambda: discover(config.migrations_dir, Deadline(config.deadline)), problems)
     _attempt(lambda: _database(config, migrations, out), problems)
     _attempt(lambda: _health(config, out), problems)
+    _attempt(lambda: _space(config, out), problems)
     _attempt(lambda: _last_snapshot(config, out), problems)
     worst = min(problems, key=lambda p: p.exit_code, default=None)
     out["problems"] = [
@@ -179,7 +193,9 @@ def render_text(status: dict[str, Any]) -> str:
         rows.append(["no checksum", name, "(recorded by the relayer; 'migrate' or 'deploy' adds it)"])
     for name in status.get("pending", []):
         rows.append(["pending", name])
-    uncovered = status.get("drift_uncovered", {})
+    uncovered = (
+        status.get("drift_uncovered", {}) if status.get("drift_accepted_by") else status.get("drift", {})
+    )
     for obj, items in status.get("drift", {}).items():
         rows.append(["drift" if obj in uncovered else "drift (accepted)", f"{obj}: {'; '.join(items)}"])
     if "difference_fingerprint" in status:

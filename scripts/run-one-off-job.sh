@@ -19,6 +19,7 @@ to control the quoting yourself, pass the whole command as one argument.
       relayer-job preflight
       relayer-job snapshots list
       relayer-job snapshots verify
+      relayer-job snapshots prune
   Commands that need the database on the disk (deploy, gate, migrate, restore, schema, snapshot, status)
   must run inside the running instance instead:  render ssh SERVICE_ID,  then  relayer-job status
   This script refuses them (override with RENDER_ALLOW_DISK_COMMAND=1).

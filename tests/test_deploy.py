@@ -273,3 +273,14 @@ def test_gate_reports_a_command_that_cannot_be_executed(service, tmp_path: Path)
     assert (
         str(broken) in failed["error"] and result.finished["outcome"] == "ok"
     )  # the deploy itself succeeded
+
+
+def test_gate_names_a_command_that_exists_but_is_not_executable(service, tmp_path: Path) -> None:
+    script = tmp_path / "relayer.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")  # mode 644: exists, cannot be run
+    result = run("gate", "--", str(script), env=service["env"])
+    assert (
+        result.rc == 2
+        and result.error == f"gate: command {str(script)!r} is not executable; nothing was changed"
+    )
+    assert not service["db"].exists()

@@ -273,7 +273,7 @@ def test_schema_accept_covers_exactly_the_recorded_difference(prod: Path, tmp_pa
         assert "acceptance #1" in run.event("schema.drift_accepted")["acceptances"][0]
     preflight = run_cli("preflight", env=offdisk_env(store))
     assert preflight.rc == 0, preflight.stdout  # sees the acceptance inside the post-accept snapshot
-    preflight.event("schema.drift_accepted")
+    preflight.event("schema.drift_would_be_accepted")  # the gate would accept it
 
     again = run_cli("schema", "accept", "--reason", "again", env=env)
     assert again.rc == 0 and again.finished["acceptance_id"] is None  # already covered

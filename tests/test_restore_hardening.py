@@ -169,6 +169,20 @@ def test_restore_latest_twice_never_undoes_the_first(tmp_path: Path) -> None:
     assert count(kept(site.db)[0]) == ROWS // 2  # what it replaced is kept
 
 
+def test_a_restore_refused_for_want_of_force_records_no_choice(tmp_path: Path) -> None:
+    """Refused (exit 2) without --force: nothing resolved, nothing recorded, so a later run with
+    --force chooses afresh (a newer snapshot taken meanwhile), not the choice of the refused run."""
+    site = incident(tmp_path)
+    refused = site.run("restore", "latest")
+    assert refused.rc == 2 and "--force" in refused.error
+    assert not (site.db.parent / ".relayer-job-restored-manual").exists()
+    execute(site.db, "DELETE FROM commands WHERE rowid % 3 = 0")
+    newer = site.run("snapshot", "--reason", "newer").finished["snapshot_id"]
+    forced = site.run("restore", "latest", "--force")
+    assert forced.rc == 0 and forced.finished["restored"] == newer, forced.stdout
+    assert not [e for e in forced.events if e.get("event") == "restore.resumed"]
+
+
 def test_latest_is_never_a_pre_restore_snapshot(tmp_path: Path) -> None:
     site = Site(tmp_path / "data" / "relayer.db", tmp_path / "store")
     site.db.parent.mkdir()
@@ -439,6 +453,15 @@ def test_every_command_that_takes_the_lock_removes_restore_leftovers(tmp_path: P
     }
 
 
+def test_a_restore_record_cut_short_is_removed_too(tmp_path: Path) -> None:
+    site = incident(tmp_path)
+    torn = site.db.parent / ".relayer-job-restored-manual.tmp"  # a full disk stopped its write
+    torn.write_bytes(b"")
+    run = site.run("snapshot")
+    assert run.rc == 0 and not torn.exists()
+    assert str(torn) in {e["path"] for e in run.events if e["event"] == "restore.scratch_removed"}
+
+
 # --- Issue 11 item 3: point-in-time restore -------------------------------------------------------
 
 TIMES = {10: "2025-03-01T08:00:00Z", 20: "2025-03-01T09:00:00Z", 30: "2025-03-01T09:30:15Z"}
@@ -524,3 +547,10 @@ def test_times_that_are_not_utc_or_not_times_are_usage_errors(
     run = Site(tmp_path / "disk" / "relayer.db", tmp_path / "store").run(*args)
     assert run.rc == 2 and named in run.error, run.stdout + run.stderr
     assert not (tmp_path / "disk").exists()
+
+
+def test_status_reports_an_empty_database_the_gate_would_refuse(tmp_path: Path) -> None:
+    site = incident(tmp_path)
+    site.db.write_bytes(b"")
+    status = site.run("status")
+    assert status.rc == 5 and "is an empty file" in status.error and site.good in status.error

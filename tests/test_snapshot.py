@@ -305,7 +305,12 @@ def test_too_little_free_space_is_refused_before_copying(cli, tmp_path: Path) ->
         build_legacy_001(db, commands=1500)
         run = snap(cli, db, tmp_path / "store")
         assert run.rc == 4 and "not enough free space" in run.error and str(point) in run.error
+        assert "relayer.db.replaced-*" in run.error  # what to free
         assert not list(point.glob(".relayer-job-snapshot-*"))
+        status = cli("status", "--json", "--db", str(db), "--store", f"file:{tmp_path / 'store'}")
+        assert status.rc == 4, status.stdout  # status says so before a deploy finds out
+        report = json.loads(status.stdout)
+        assert any("not enough free space" in p["error"] for p in report["problems"])
     finally:
         sp.run(["umount", str(point)], check=False)
 

@@ -82,7 +82,7 @@ def add_snapshot_choice(parser: argparse.ArgumentParser, purpose: str) -> None:
         "which",
         nargs="?",
         default="latest",
-        metavar="ID|latest",
+        metavar="ID|latest|before:TIME",
         type=lambda raw: parse_choice(raw, f"{parser.prog} ID|latest"),
         help=f"the snapshot to {purpose}: an id (see 'snapshots list'), latest (the default) or "
         "before:TIME (the newest taken strictly before TIME, e.g. before:2026-11-28T09:00Z)",

@@ -52,7 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     verify.add_argument(
         "--download",
         action="store_true",
-        help="download, check both SHA-256 values, decompress and run integrity_check",
+        help="download, check both SHA-256 values, decompress, and run integrity_check, quick_check "
+        "and foreign_key_check (a restore drill)",
     )
     prune = actions.add_parser(
         "prune",
@@ -63,7 +64,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "restorable one. Without --keep-* flags the policy is SNAPSHOT_RETENTION.",
         parents=shared,
     )
-    prune.add_argument("--keep-last", metavar="N", help="the N newest snapshots")
+    prune.add_argument(
+        "--keep-last", metavar="N", help="the N newest snapshots (any --keep-* replaces SNAPSHOT_RETENTION)"
+    )
     for name, span in (("hourly", "hours"), ("daily", "UTC days"), ("weekly", "ISO weeks")):
         prune.add_argument(
             f"--keep-{name}",
