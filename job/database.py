@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import os
 import sqlite3
 import struct
@@ -282,10 +283,16 @@ def copy_consistent(
 
 
 @contextlib.contextmanager
-def scratch_file(directory: Path, prefix: str, suffix: str = "") -> Iterator[Path]:
-    """A fresh temporary path in `directory`, removed afterwards whatever happens."""
+def scratch_file(directory: Path, prefix: str, suffix: str = "", *, claim: bool = False) -> Iterator[Path]:
+    """A fresh temporary path in `directory`, removed afterwards whatever happens. With `claim`, an
+    flock on it is held meanwhile, so that a cleanup can tell a file in use (by any process, in any
+    container on the disk) from one a killed run left (in_use). Not for a file that is renamed over
+    the database: its descriptor would then be one of the database's, closed while in use."""
     fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
-    os.close(fd)
+    if claim:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    else:
+        os.close(fd)
     path = Path(name)
     try:
         yield path
@@ -293,6 +300,23 @@ def scratch_file(directory: Path, prefix: str, suffix: str = "") -> Iterator[Pat
         for leftover in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
+        if claim:
+            os.close(fd)
+
+
+def in_use(path: Path) -> bool:
+    """Whether a scratch file made with `claim` is still held by a live run."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def now_iso() -> str:

@@ -21,7 +21,7 @@ from job.environment import check_location, ensure_directory, require_sqlite_ver
 from job.errors import JobError, UsageError, VerificationFailed
 from job.lock import RELAYER_HOLDER, DiskLock, acquire
 from job.log import get_logger
-from job.migrate import migrate_connection
+from job.migrate import assess, migrate_connection
 from job.migrations import Migration, discover
 from job.store import Store, open_store
 from job.undo import RollbackUnverified
@@ -89,16 +89,20 @@ def _under_lock(
     if existed:
         with step("proof", durations):
             proven = snapshot.healthy_and_unchanged(db_path, store)
-        if proven is not None:
+            writes = config.schema_accept_reason is not None or _will_write(db_path, migrations, deadline)
+        if proven is not None and not writes:
             log.info(
                 "database.unchanged", since=proven.id, checks="quick_check and foreign_key_check passed then"
             )
             snapshot_facts = {"snapshot_id": proven.id, "unchanged": True}
         else:
-            with step("health", durations), database.opened(db_path) as conn:
-                database.require_healthy(conn, f"database {db_path}")
+            if proven is None:
+                with step("health", durations), database.opened(db_path) as conn:
+                    database.require_healthy(conn, f"database {db_path}")
             with step("snapshot", durations):
-                snapshot_facts = snapshot.create(db_path, store, reason="pre-migrate", deadline=deadline)
+                snapshot_facts = snapshot.create(
+                    db_path, store, reason="pre-migrate", deadline=deadline, way_back=writes
+                )
         if config.schema_accept_reason:
             with step("schema_accept", durations), database.opened(db_path) as conn:
                 accepted = accept.requested_once(conn, migrations, config, deadline)
@@ -147,6 +151,18 @@ def _under_lock(
         "schema_accepted": accepted.get("acceptance_id") if accepted else None,
         **migrated,
     }
+
+
+def _will_write(db_path: Path, migrations: list[Migration], deadline: Deadline) -> bool:
+    """Whether migrating will change the database (files to apply, adopt, or checksums to record).
+    A database the job cannot assess counts as one it will write: the migrate step says why."""
+    try:
+        with database.opened(db_path) as conn:
+            assessment = assess(conn, migrations, deadline=deadline)
+            assessment.replay.close()
+    except JobError:
+        return True
+    return bool(assessment.pending or assessment.adopt or assessment.backfill or assessment.unrecorded)
 
 
 def _post_migrate_snapshot(

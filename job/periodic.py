@@ -1,5 +1,6 @@
 """Snapshots while the relayer runs (`gate --supervise`): one every SNAPSHOT_INTERVAL on a background
-thread at low priority, and the final one after a stop.
+thread, and the final one after a stop. The snapshot's own compression, checks and upload run at low
+priority; its copy (which holds SQLite's read lock, so the relayer's writes wait for it) does not.
 
 Nothing here may take the relayer down: every failure is caught and logged with its exit-code class
 (`snapshot.periodic_failed`, `error_code`, `exit_code`), and the next interval tries again. Each
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from job import priority, retain, snapshot
+from job import retain, snapshot
 from job.config import Config
 from job.deadline import Deadline
 from job.errors import classify
@@ -96,8 +97,12 @@ class Periodic:
 
     def _loop(self) -> None:
         with contextlib.suppress(Exception):
-            lowered = priority.lower_this_thread()
-            get_logger().info("snapshot.periodic_scheduled", interval_s=self.interval, **lowered)
+            get_logger().info(
+                "snapshot.periodic_scheduled",
+                interval_s=self.interval,
+                priority="the copy under SQLite's read lock at the relayer's; compression, checks and "
+                "upload at nice +10 and the lowest I/O priority",
+            )
         due = time.monotonic() + self.interval
         while not self.stopping.wait(max(due - time.monotonic(), 0.0)):
             due = time.monotonic() + self.interval

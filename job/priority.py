@@ -19,6 +19,13 @@ IOPRIO_WHO_PROCESS = 1  # a thread id, on Linux
 IOPRIO_CLASS_BE, IOPRIO_CLASS_SHIFT, IOPRIO_LOWEST_LEVEL = 2, 13, 7
 
 
+def nice_of_this_thread() -> object:
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except (OSError, AttributeError) as exc:
+        return f"unknown: {exc}"
+
+
 def lower_this_thread(*, nice: int = NICE, io: bool = True) -> dict[str, object]:
     """Nice +`nice` and (with `io`) best-effort I/O priority 7 (the lowest that still gets a share)
     for the calling thread; what was applied, for the log."""

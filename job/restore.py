@@ -3,8 +3,9 @@
 Safety, in order: the disk lock (so no job, and no relayer started by `gate --hold-lock`, is using
 the database); the request resolved to one snapshot and recorded on the disk before anything else,
 so that a retry after a crash at any point restores that same snapshot; the snapshot downloaded
-beside the database and proved (both SHA-256 values, integrity_check, and the health checks a
-deploy applies) before anything live is touched; nobody else with the database open; the current
+beside the database and proved (both SHA-256 values, and the health checks a deploy applies:
+quick_check and foreign_key_check, skipped only when the manifest records that the snapshot's copy
+passed them) before anything live is touched; nobody else with the database open; the current
 database snapshotted first (`pre-restore`) when it holds data, and kept on the disk under a unique
 `.replaced-<time>` name together with any journal files, so that a hot journal can never be
 applied to the restored file; then one atomic rename. At most RESTORE_KEEP_REPLACED replaced
@@ -18,6 +19,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ from job.environment import (
 from job.errors import DeadlineExceeded, JobError, Stopped, UsageError, VerificationFailed
 from job.lock import held
 from job.log import get_logger
-from job.manifest import Manifest
+from job.manifest import Manifest, data_key
 from job.store import Store, open_store
 
 SIDECARS = inuse.SIDECARS
@@ -200,7 +202,7 @@ def _snapshot_current(db_path: Path, store: Store, deadline: Deadline) -> str | 
     """A pre-restore snapshot of the database being replaced, when it can be taken; a stop or the
     deadline ends the restore instead."""
     try:
-        facts = snapshot.create(db_path, store, reason=catalog.PRE_RESTORE, deadline=deadline)
+        facts = snapshot.create(db_path, store, reason=catalog.PRE_RESTORE, deadline=deadline, way_back=True)
     except (Stopped, DeadlineExceeded):
         raise
     except JobError as exc:
@@ -266,9 +268,15 @@ def restore(
         inuse.refuse_others(db_path, override=override, overridden=bool(ignore_others))
 
     refuse_others()  # before the download, to fail early; again just before the swap
-    require_free_space(
-        directory, manifest.raw_size + manifest.compressed_size + (16 << 20), what="the restore"
-    )
+    downloaded = 0 if store.local_path(data_key(manifest.id)) else manifest.compressed_size
+    needed = manifest.raw_size + downloaded + (16 << 20)
+    what = "the restore (the snapshot's database, its download from a remote store, 16 MiB)"
+    removed = []
+    if holds_data and shutil.disk_usage(directory).free < needed:
+        # The copy this restore keeps aside counts toward RESTORE_KEEP_REPLACED: the oldest kept
+        # copy it would remove at the end makes room now instead.
+        removed = _limit_kept(db_path, max(config.keep_replaced - 1, 0), only_copy=None)
+    require_free_space(directory, needed, what=what)
     with database.scratch_file(directory, scratch.RESTORE_PREFIX, ".db") as incoming:
         catalog.prove(store, manifest, incoming, deadline=deadline)
         log.info("restore.verified", id=manifest.id, raw_sha256=manifest.raw_sha256)
@@ -281,7 +289,7 @@ def restore(
             refuse_others()
         kept = _swap(incoming, db_path)
     only_copy = kept[0] if kept and holds_data and pre_restore is None else None
-    removed = _limit_kept(db_path, config.keep_replaced, only_copy=only_copy)
+    removed += _limit_kept(db_path, config.keep_replaced, only_copy=only_copy)
     log.info("restore.completed", id=manifest.id, db=str(db_path), kept=kept, removed=removed)
     return {
         **facts,

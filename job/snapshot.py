@@ -34,12 +34,12 @@ from job.lock import held
 from job.log import get_logger
 from job.manifest import Manifest, data_key, make_id, manifest_key, time_if_past
 from job.progress import Progress
+from job.retention import WAYS_BACK
 from job.store import Store, Upload, open_store
 
 ZSTD_LEVEL = 1
 # One zstd worker more than cores: the main thread (reading, hashing) and the checks leave gaps.
 ZSTD_THREADS = (os.cpu_count() or 1) + 1
-COMPRESS_NICE = 5
 CHUNK = 4 << 20
 SCRATCH_PREFIX = ".relayer-job-snapshot-"
 EMPTY = "snapshot it (an empty snapshot would become the newest one)"
@@ -97,6 +97,7 @@ class Copying:
         self.result: tuple[database.DatabaseInfo, database.FileState | None] | None = None
         self.error: BaseException | None = None
         self.seconds = 0.0
+        self.nice: object = None
         run = functools.partial(self._run, db_path, copy, deadline)
         self.thread = threading.Thread(
             target=contextvars.copy_context().run, args=(run,), name="snapshot-copy"
@@ -105,6 +106,7 @@ class Copying:
 
     def _run(self, db_path: Path, copy: Path, deadline: Deadline) -> None:
         started = time.monotonic()
+        self.nice = priority.nice_of_this_thread()
         try:
             self.result = _copy(db_path, copy, deadline, self._progress)
             size = copy.stat().st_size
@@ -190,22 +192,12 @@ def new_id(created: time.struct_time, suffix: str, *, after: str | None) -> str:
     return make_id(stamp, suffix)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_scratch_leftovers(directory: Path) -> None:
-    """Scratch files of killed earlier runs. Names carry the writer's pid, so files of a snapshot
-    still running beside this one (both under the shared lock) are left alone."""
+    """Scratch copies of killed earlier runs. A run holds an flock on its copy (scratch_file with
+    claim), so the copy of a snapshot still running beside this one (both under the shared disk
+    lock, perhaps in another container, perhaps with the same pid) is left alone."""
     for leftover in directory.glob(f"{SCRATCH_PREFIX}*"):
-        match = re.match(rf"{re.escape(SCRATCH_PREFIX)}(\d+)-", leftover.name)
-        if match and (int(match.group(1)) == os.getpid() or _alive(int(match.group(1)))):
+        if database.in_use(leftover):
             continue
         leftover.unlink(missing_ok=True)
         get_logger().info("snapshot.scratch_removed", path=str(leftover))
@@ -231,15 +223,19 @@ def _check_copy(copy: Path) -> Checks:
     return Checks(problems, foreign_keys, migrations, schema_version)
 
 
-def _compress_behind_the_copy(copy: Path, upload: Upload, deadline: Deadline, copying: Copying) -> Packed:
-    """compress on a thread that (with the zstd workers it starts) yields the CPU to the copy, which
-    holds SQLite's read lock while the relayer's writes wait; it uses what the copy leaves idle."""
-    priority.lower_this_thread(nice=COMPRESS_NICE, io=False)
-    return compress(copy, upload, deadline=deadline, copying=copying)
+def _compress_behind_the_copy(
+    copy: Path, upload: Upload, deadline: Deadline, copying: Copying
+) -> tuple[Packed, object]:
+    """compress on a thread at low CPU and I/O priority (the zstd workers and upload threads it
+    starts inherit it): it yields to the copy, which holds SQLite's read lock while the relayer's
+    writes wait, and to the relayer itself. Its nice value, for the log."""
+    lowered = priority.lower_this_thread()
+    return compress(copy, upload, deadline=deadline, copying=copying), lowered["nice"]
 
 
 def _checks_once_copied(copying: Copying, copy: Path) -> Checks:
     copying.finish()
+    priority.lower_this_thread()
     return _check_copy(copy)
 
 
@@ -294,27 +290,36 @@ def _copy(
 
 
 def create(
-    db_path: Path, store: Store, *, reason: str, deadline: Deadline, force: bool = False
+    db_path: Path,
+    store: Store,
+    *,
+    reason: str,
+    deadline: Deadline,
+    force: bool = False,
+    way_back: bool = False,
 ) -> dict[str, Any]:
     """Snapshot the database at `db_path` into `store`. The caller holds the disk lock.
 
     Unless `force`: nothing is copied when the database provably has not changed since the newest
     snapshot (unchanged_since), and nothing is committed when its content turns out to be the same
-    (same SHA-256 and migrations; the streamed upload is aborted instead)."""
+    (same SHA-256 and migrations; the streamed upload is aborted instead). A `way_back` (taken
+    before a write or a restore) reuses the newest snapshot only when that is a way back too:
+    retention keeps those for its days, and may prune an equal periodic one much sooner."""
     log = get_logger()
     directory = db_path.parent
     remove_scratch_leftovers(directory)
     newest, newest_id = catalog.latest_readable(store)
-    if not force and unchanged_since(db_path, newest):
-        assert newest is not None
-        log.info("snapshot.unchanged", id=newest.id, proof="file state")
-        return {"snapshot_id": newest.id, "unchanged": True, "store": store.url}
+    reusable = None if force or (way_back and (newest is None or newest.reason not in WAYS_BACK)) else newest
+    if unchanged_since(db_path, reusable):
+        assert reusable is not None
+        log.info("snapshot.unchanged", id=reusable.id, proof="file state")
+        return {"snapshot_id": reusable.id, "unchanged": True, "store": store.url}
     timings: dict[str, float] = {}
     started = time.monotonic()
     created = time.gmtime()
     snapshot_id = new_id(created, secrets.token_hex(4), after=newest_id)
     prefix = f"{SCRATCH_PREFIX}{os.getpid()}-"
-    with database.scratch_file(directory, prefix, ".db") as copy:
+    with database.scratch_file(directory, prefix, ".db", claim=True) as copy:
         require_room(db_path)
         copying = Copying(db_path, copy, deadline)
         upload = store.open_upload(data_key(snapshot_id))
@@ -324,7 +329,7 @@ def create(
                 compressing = pool.submit(
                     contextvars.copy_context().run, _compress_behind_the_copy, copy, upload, deadline, copying
                 )
-                packed = compressing.result()
+                packed, compress_nice = compressing.result()
                 details, state = copying.finish()
                 checks = checking.result()
             timings["copy_s"] = copying.seconds
@@ -334,10 +339,10 @@ def create(
                     f"the snapshot copy of {db_path} failed quick_check: "
                     f"{'; '.join(checks.quick_check[:3])}; nothing was uploaded"
                 )
-            if not force and newest is not None and newest.same_content(packed.raw_sha256, checks.migrations):
+            if reusable is not None and reusable.same_content(packed.raw_sha256, checks.migrations):
                 upload.abort()
-                log.info("snapshot.unchanged", id=newest.id, raw_sha256=packed.raw_sha256, proof="content")
-                return {"snapshot_id": newest.id, "unchanged": True, "store": store.url}
+                log.info("snapshot.unchanged", id=reusable.id, raw_sha256=packed.raw_sha256, proof="content")
+                return {"snapshot_id": reusable.id, "unchanged": True, "store": store.url}
             mark = time.monotonic()
             uploaded = upload.commit(sha256=packed.compressed_sha256)
         except OSError as exc:
@@ -392,6 +397,7 @@ def create(
         "ratio": round(packed.raw_size / max(packed.compressed_size, 1), 2),
         "schema_version": checks.schema_version,
         **{k: round(v, 3) for k, v in timings.items()},
+        "priority": {"copy": copying.nice, "compress": compress_nice},
     }
     log.info("snapshot.committed", **facts)
     return facts

@@ -260,3 +260,39 @@ def test_server_side_encryption_and_storage_class_are_sent(s3_server, bucket, db
     )
     assert head.get("ServerSideEncryption") == "AES256"
     assert_intact(s3_server, bucket, manifest, tmp_path)
+
+
+def test_an_aborted_upload_leaves_no_threads_and_no_parts(s3_server, bucket, tmp_path, monkeypatch) -> None:
+    """A WAL database cannot be proved unchanged by its file: each snapshot of the same content is
+    uploaded, then aborted. Over many (a supervisor's periodic snapshots), neither worker threads
+    nor open multipart uploads may pile up."""
+    import threading
+
+    from job import log, snapshot
+    from job.config import S3Options
+    from job.deadline import Deadline
+    from job.store import open_store
+
+    db = tmp_path / "relayer.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE blobs (b BLOB)")
+    conn.execute("INSERT INTO blobs SELECT randomblob(7 << 20)")  # more than one 5 MiB part
+    conn.commit()
+    conn.close()
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    log.configure(fmt="json", level="warning", command="test")
+    store = open_store(
+        f"s3://{bucket}/relayer", S3Options(addressing_style="path", part_size_mb=5), Deadline(60)
+    )
+    first = snapshot.create(db, store, reason="test", deadline=Deadline(60))
+    threads = threading.active_count()
+    for _ in range(4):
+        again = snapshot.create(db, store, reason="test", deadline=Deadline(60))
+        assert again["unchanged"] is True and again["snapshot_id"] == first["snapshot_id"]
+    settled = time.monotonic() + 5  # the aborted uploads' workers end after their current part
+    while threading.active_count() > threads and time.monotonic() < settled:
+        time.sleep(0.05)
+    assert threading.active_count() <= threads  # a leak would add two per aborted upload
+    assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -335,3 +335,74 @@ def test_prune_keep_days_keeps_recent_ways_back(tmp_path: Path) -> None:
     assert soon["delete"] == [] and soon["keep"] == ids[::-1]
     later = catalog.prune(store, policy=policy, apply=False, now=datetime.now(UTC) + timedelta(days=3))
     assert later["keep"] == [ids[2]] and later["delete"] == ids[1::-1]
+
+
+def test_scratch_copies_are_judged_by_their_lock_not_their_pid(cli, tmp_path: Path) -> None:
+    """In a container every start has the same pid: a copy left by a killed run must go whatever pid
+    its name carries (here: one alive, pid 1), while one another live run holds must stay."""
+    import subprocess as sp
+    import sys
+
+    db = tmp_path / "relayer.db"
+    build_legacy_001(db, commands=50)
+    left = tmp_path / ".relayer-job-snapshot-1-killed.db"
+    left.write_bytes(b"x" * 4096)
+    held = tmp_path / ".relayer-job-snapshot-1-running.db"
+    held.write_bytes(b"y" * 4096)
+    holder = sp.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('held', flush=True); time.sleep(60)",
+            str(held),
+        ],
+        stdout=sp.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        run = snap(cli, db, tmp_path / "store")
+        assert run.rc == 0, run.stdout
+        assert not left.exists() and held.exists()
+        assert run.event("snapshot.scratch_removed")["path"] == str(left)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_way_back_is_never_an_equal_snapshot_retention_may_prune_sooner(cli, tmp_path: Path) -> None:
+    """A deploy that will migrate takes a pre-migrate snapshot of its own even when an equal
+    periodic one exists (SNAPSHOT_RETENTION keeps ways back for days, periodic ones maybe for an
+    hour); an equal pre-migrate one, from a retried deploy, is reused."""
+    from job import snapshot
+    from job.config import S3Options
+    from job.deadline import Deadline
+    from job.store import open_store
+
+    db = tmp_path / "relayer.db"
+    build_legacy_001(db, commands=20)
+    store = open_store(f"file:{tmp_path / 'store'}", S3Options(), Deadline(60))
+    periodic = snapshot.create(db, store, reason="periodic", deadline=Deadline(60))
+    assert periodic["unchanged"] is False
+    again = snapshot.create(db, store, reason="periodic", deadline=Deadline(60))
+    assert again["unchanged"] is True and again["snapshot_id"] == periodic["snapshot_id"]
+    way_back = snapshot.create(db, store, reason="pre-migrate", deadline=Deadline(60), way_back=True)
+    assert way_back["unchanged"] is False and way_back["snapshot_id"] != periodic["snapshot_id"]
+    retried = snapshot.create(db, store, reason="pre-migrate", deadline=Deadline(60), way_back=True)
+    assert retried["unchanged"] is True and retried["snapshot_id"] == way_back["snapshot_id"]
+    os.utime(db)  # a changed file state with the same content: proven equal by its hash instead
+    by_content = snapshot.create(db, store, reason="pre-restore", deadline=Deadline(60), way_back=True)
+    assert by_content["unchanged"] is True and by_content["snapshot_id"] == way_back["snapshot_id"]
+
+    other = tmp_path / "other"
+    taken = snap(cli, db, other, "--reason", "periodic")
+    assert taken.rc == 0, taken.stdout
+    deployed = cli("deploy", "--db", str(db), "--store", f"file:{other}")  # 002 is pending: it writes
+    assert deployed.rc == 0, deployed.stdout
+    pre_migrate = deployed.finished["snapshot_id"]
+    assert pre_migrate != taken.finished["snapshot_id"]
+    assert (
+        json.loads((other / "snapshots" / pre_migrate / "manifest.json").read_text())["reason"]
+        == "pre-migrate"
+    )

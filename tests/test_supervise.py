@@ -155,8 +155,11 @@ def test_periodic_snapshots_appear_and_skip_the_upload_when_unchanged(s3_server,
     assert len(s3_snapshot_rows(s3_server, bucket, str(newest["id"]), tmp_path)) == 25
     assert [m["reason"] for m in manifests(s3_server, bucket)].count("shutdown") == 0  # unchanged
     assert sup.named("snapshot.unchanged", after="supervisor.child_exited"), "no final check"
-    scheduled = sup.named("snapshot.periodic_scheduled")[0]
-    assert scheduled["nice"] == 10 and sup.wait_for_writer("started")["nice"] == 0
+    relayer_nice = sup.wait_for_writer("started")["nice"]
+    committed = [e for e in sup.named("snapshot.committed") if e.get("priority")]
+    assert committed, sup.output()
+    # The copy holds SQLite's read lock: at the relayer's priority; the rest lowered.
+    assert committed[0]["priority"] == {"copy": relayer_nice, "compress": relayer_nice + 10}
 
 
 @pytest.mark.s3

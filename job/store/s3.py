@@ -10,8 +10,10 @@ network when it passes is left behind on daemon threads (Deadline.bound, DaemonE
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import http.client
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
 from datetime import datetime
@@ -42,6 +44,7 @@ from job import __version__, retry
 from job.config import S3Options
 from job.deadline import Deadline
 from job.errors import JobError, StoreError, UsageError
+from job.log import get_logger
 from job.store.base import ObjectInfo, upload_file
 from job.store.s3_upload import S3Upload
 from job.store.threads import DaemonExecutor
@@ -49,6 +52,7 @@ from job.store.threads import DaemonExecutor
 T = TypeVar("T")
 MB = 1024 * 1024
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20
+CLEANUP_S = 5.0  # what an abandoned upload's abort may take, past the deadline or a stop
 THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
 TRANSIENT_CODES = THROTTLING | {"RequestTimeout", "InternalError", "ServiceUnavailable", "BadDigest"}
 HINTS = {
@@ -137,6 +141,7 @@ class S3Store:
                 f"cannot set up the S3 client: {exc}; check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 "
                 "(a full URL such as https://host:port) and AWS_REGION"
             ) from exc
+        self.cleaning = threading.local()
         self.client.meta.events.register("before-send.s3", self._before_send)
         self.checksums = options.checksum_mode == "when_supported"
         self.transfer_config = TransferConfig(
@@ -145,8 +150,9 @@ class S3Store:
 
     def _before_send(self, request: Any, **_: Any) -> None:
         """Before every HTTP request, retries and transfer parts included: none starts after the
-        deadline, and none waits longer for an answer than the time left."""
-        remaining = self.deadline.remaining()
+        deadline, and none waits longer for an answer than the time left; except the cleanup of an
+        abandoned upload (`cleanup`), which gets a few seconds of its own even after a stop."""
+        remaining = CLEANUP_S if getattr(self.cleaning, "active", False) else self.deadline.remaining()
         if remaining <= 0:
             raise self.deadline.exceeded(f"talking to {self.url}")
         context = getattr(request, "context", None)
@@ -230,6 +236,32 @@ class S3Store:
             self.deadline.check(f"uploading {self.url}/{key}")
 
         return upload_file(self, key, source, sha256=sha256, check=check)
+
+    def cleanup(self, what: str, key: str, fn: Callable[[], object]) -> None:
+        """Best effort, bounded by CLEANUP_S whatever the deadline (a stopped or timed-out run still
+        tells the store to drop what it abandoned); failures are logged, never raised: prune
+        cleans up what is left."""
+        outcome: dict[str, BaseException] = {}
+
+        def attempt() -> None:
+            self.cleaning.active = True
+            try:
+                fn()
+            except BaseException as exc:  # reported below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(attempt,), daemon=True)
+        worker.start()
+        worker.join(CLEANUP_S)
+        if worker.is_alive() or "error" in outcome:
+            error = outcome.get("error")
+            get_logger().warning(
+                "store.cleanup_failed",
+                operation=what,
+                key=key,
+                error=f"{type(error).__name__}: {error}" if error else f"no answer within {CLEANUP_S:g}s",
+                note="prune removes what is left",
+            )
 
     def _head_checksum(self, key: str) -> str | None:
         response = self._call(

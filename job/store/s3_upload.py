@@ -12,7 +12,6 @@ job left behind).
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import threading
 from concurrent.futures import Future, wait
@@ -191,11 +190,18 @@ class S3Upload:
         return ObjectInfo(info.key, info.size, info.modified, checksum_verified=reported is not None)
 
     def abort(self) -> None:
+        """Stop the workers and tell the store to drop the parts, even past the deadline or after a
+        stop (S3Store.cleanup bounds it); never raises."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=False)
         if self.upload_id is None:
             return
         upload_id, self.upload_id = self.upload_id, None
         store = self.store
-        with contextlib.suppress(Exception):  # best effort: prune aborts what is left behind
-            store.client.abort_multipart_upload(
+        store.cleanup(
+            "abort upload",
+            self.key,
+            lambda: store.client.abort_multipart_upload(
                 Bucket=store.bucket, Key=store._key(self.key), UploadId=upload_id
-            )
+            ),
+        )
