@@ -14,7 +14,10 @@ GNU time):
 - snapshot speed: `snapshot` to the file store against `sqlite3 VACUUM INTO` + `zstd -1 -T0`, and to
   a real S3 server on 127.0.0.1 (SeaweedFS) against that script + an upload of its output with
   boto3; also against `cp` and the Litestream docs' cron recipe (`.backup` + `gzip -6` + upload).
-  Targets: file and S3 <= 0.8x the script at 1 GiB.
+  Targets: file and S3 <= 0.8x the script at 1 GiB. Also where a snapshot's time goes (the
+  overlapped pipeline, then the commit) and its CPU floor: the CPU seconds its work needs when each
+  part runs alone on the database (zstd -1 on all cores, both SHA-256, quick_check,
+  foreign_key_check), divided by the cores; the script needs neither the hashes nor the checks.
 - memory: peak RSS of snapshot (file, S3), restore and the no-op deploy. Target: <= 150 MiB at
   every size (the 4 GiB run is the one that matters).
 - restore: `restore latest` onto an empty disk and `restore latest --force` over the database
@@ -71,8 +74,40 @@ sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM sqlite_master").fetch
 """
 
 
+FLOOR = """
+import hashlib, os, resource, sqlite3, sys, zstandard
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+path, chunk = sys.argv[1], 1 << 20
+start = cpu()
+raw, packed = hashlib.sha256(), hashlib.sha256()
+compressor = zstandard.ZstdCompressor(level=1, threads=(os.cpu_count() or 1) + 1, write_checksum=True)
+chunker = compressor.chunker(chunk_size=chunk)
+with open(path, "rb") as f:
+    while block := f.read(chunk):
+        raw.update(block)
+        for out in chunker.compress(block):
+            packed.update(out)
+for out in chunker.finish():
+    packed.update(out)
+conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+conn.execute("PRAGMA quick_check").fetchall()
+conn.execute("PRAGMA foreign_key_check").fetchall()
+print(cpu() - start)
+"""
+
+
 def timed(argv: list[str], env: dict[str, str] | None = None, cwd: Path = REPO) -> tuple[float, float]:
     """Seconds and peak RSS (MiB) of one command, which must succeed."""
+    seconds, rss, _ = timed_with_output(argv, env, cwd)
+    return seconds, rss
+
+
+def timed_with_output(
+    argv: list[str], env: dict[str, str] | None = None, cwd: Path = REPO
+) -> tuple[float, float, str]:
+    """`timed`, and what the command printed on stdout."""
     started = time.monotonic()
     proc = subprocess.run(
         ["/usr/bin/time", "-f", "%M", *argv], env=env, cwd=cwd, capture_output=True, text=True, check=False
@@ -82,7 +117,7 @@ def timed(argv: list[str], env: dict[str, str] | None = None, cwd: Path = REPO) 
         raise RuntimeError(
             f"{argv[:4]} failed ({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
         )
-    return seconds, int(proc.stderr.strip().splitlines()[-1]) / 1024
+    return seconds, int(proc.stderr.strip().splitlines()[-1]) / 1024, proc.stdout
 
 
 def median(runs: int, fn: Callable[[], tuple[float, float]]) -> tuple[float, float]:
@@ -93,6 +128,12 @@ def median(runs: int, fn: Callable[[], tuple[float, float]]) -> tuple[float, flo
         os.sync()
         results.append(fn())
     return statistics.median(r[0] for r in results), max(r[1] for r in results)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (the S3 server)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def job_env(db: Path, store: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -217,9 +258,21 @@ def measure(
         b = upload(here / "copy.db.zst", f"script-{size}")
         return a[0] + b[0], max(a[1], b[1])
 
+    stages: dict[str, list[float]] = {}
+
     def ours(target: dict[str, str]) -> tuple[float, float]:
         touch_one_row(db)  # a changed database: a real snapshot every run
-        return timed(job("snapshot"), target)
+        server_cpu = cpu_seconds(server.process.pid)
+        seconds, rss, out = timed_with_output(job("snapshot"), target)
+        if target is s3_target:
+            stages.setdefault("server_cpu_s", []).append(cpu_seconds(server.process.pid) - server_cpu)
+        if target is env:
+            committed = [
+                e for e in map(json.loads, out.splitlines()) if e.get("event") == "snapshot.committed"
+            ]
+            for stage in ("compress_s", "upload_s"):
+                stages.setdefault(stage, []).append(committed[-1][stage])
+        return seconds, rss
 
     s3_target = job_env(db, f"s3://{bucket}/relayer", s3_env)
 
@@ -229,18 +282,43 @@ def measure(
 
     put("longest writer commit during snapshot (s)", size, round(stall(db, lambda: ours(env)), 3))
     put("longest writer commit during VACUUM INTO (s)", size, round(stall(db, vacuum_into), 3))
+    stages.clear()  # the stall run had a writer beside it
     put("cp (s)", size, round(median(runs, cp)[0], 2))
     script_s, _ = median(runs, script)
     file_s, file_rss = median(runs, lambda: ours(env))
     s3_script_s, _ = median(runs, script_s3)
     s3_s, s3_rss = median(runs, lambda: ours(s3_target))
     recipe_s, _ = median(runs, litestream_recipe)
+    floor_cpu = float(
+        subprocess.run(
+            [sys.executable, "-c", FLOOR, str(db)], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    floor_s = floor_cpu / (os.cpu_count() or 1)
     put("VACUUM INTO + zstd -1 -T0 (s)", size, round(script_s, 2))
     put("snapshot, file store (s)", size, round(file_s, 2))
+    put(
+        "- of which copy + compress + hashes + checks, overlapped (s)",
+        size,
+        round(statistics.median(stages["compress_s"]), 2),
+    )
+    put("- of which commit: fsync + manifest (s)", size, round(statistics.median(stages["upload_s"]), 2))
     put("snapshot / script, file store", size, round(file_s / script_s, 2))
+    put(
+        "CPU a snapshot needs: zstd -1, both SHA-256, quick_check, fk check (CPU s)",
+        size,
+        round(floor_cpu, 2),
+    )
+    put("its floor: that CPU time / cores (s)", size, round(floor_s, 2))
+    put("floor / script, file store", size, round(floor_s / script_s, 2))
+    server_cpu = statistics.median(stages["server_cpu_s"])
+    s3_floor_s = (floor_cpu + server_cpu) / (os.cpu_count() or 1)
     put("script + upload to S3 (s)", size, round(s3_script_s, 2))
     put("snapshot, S3 (s)", size, round(s3_s, 2))
     put("snapshot / script + upload, S3", size, round(s3_s / s3_script_s, 2))
+    put("CPU the S3 server on this machine spends storing one snapshot (CPU s)", size, round(server_cpu, 2))
+    put("S3 floor here: (snapshot CPU + server CPU) / cores (s)", size, round(s3_floor_s, 2))
+    put("S3 floor / script + upload", size, round(s3_floor_s / s3_script_s, 2))
     put("Litestream recipe: .backup + gzip -6 + upload (s)", size, round(recipe_s, 2))
     put("snapshot S3 / Litestream recipe", size, round(s3_s / recipe_s, 2))
     put("peak RSS, snapshot file store (MiB)", size, round(file_rss))

@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/bench_periodic.py [--sizes-mb 100,1024] [--store URL]
 
 For each size: one periodic snapshot taken the way the supervisor takes it (`snapshot.create` on a
-thread whose CPU and I/O priority were lowered, with the retention left out) while a writer process
-inserts rows as the relayer does (5 s busy timeout, rollback journal): its wall time, the CPU time
-of the whole process, the bytes stored, and the writer's longest wait for one INSERT and its failed
-writes during the snapshot. Then the same once the database stopped changing (the upload skipped).
+background thread, which lowers the priority of its compression and checks; the retention left
+out) while a writer process inserts rows as the relayer does (5 s busy timeout, rollback
+journal): its wall time, the CPU time of the whole process, the bytes stored, and the writer's
+longest wait for one INSERT and its failed writes during the snapshot. Then the same once the
+database stopped changing (nothing stored).
 Last, SIGTERM to a running `gate --supervise` until the relayer's handler runs (median of 5).
 The store is a directory in a scratch folder unless --store names one; the figures depend on the
 machine, nothing is checked.
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_snapshot import build  # benchmarks/ is this script's own directory
 
-from job import log, priority, snapshot
+from job import log, snapshot
 from job.config import S3Options
 from job.deadline import Deadline
 from job.store import open_store
@@ -60,11 +61,11 @@ print(json.dumps({"longest_wait_s": longest, "errors": errors, "rows": rows}), f
 
 
 def one_snapshot(db: Path, store_url: str) -> dict[str, Any]:
-    """One periodic snapshot on a low-priority thread; its facts, wall and process CPU time."""
+    """One periodic snapshot on a background thread, as the supervisor takes it (the snapshot
+    lowers its own compression and checks); its facts, wall and process CPU time."""
     out: dict[str, Any] = {}
 
     def work() -> None:
-        priority.lower_this_thread()
         deadline = Deadline(3600)
         store = open_store(store_url, S3Options(), deadline)
         before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()

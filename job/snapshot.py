@@ -25,7 +25,7 @@ from typing import Any
 
 import zstandard
 
-from job import __version__, catalog, database, ledger, newdb, priority, scratch
+from job import __version__, catalog, database, inuse, ledger, newdb, priority, scratch
 from job.config import Config
 from job.deadline import Deadline
 from job.environment import check_location, require_free_space
@@ -224,19 +224,35 @@ def _check_copy(copy: Path) -> Checks:
 
 
 def _compress_behind_the_copy(
-    copy: Path, upload: Upload, deadline: Deadline, copying: Copying
+    copy: Path, upload: Upload, deadline: Deadline, copying: Copying, *, yielding: bool
 ) -> tuple[Packed, object]:
-    """compress on a thread at low CPU and I/O priority (the zstd workers and upload threads it
-    starts inherit it): it yields to the copy, which holds SQLite's read lock while the relayer's
-    writes wait, and to the relayer itself. Its nice value, for the log."""
-    lowered = priority.lower_this_thread()
-    return compress(copy, upload, deadline=deadline, copying=copying), lowered["nice"]
+    """compress, when `yielding` on a thread at low CPU and I/O priority (the zstd workers and
+    upload threads it starts inherit it): it yields to the copy, which holds SQLite's read lock
+    while the relayer's writes wait, and to the relayer itself. Its nice value, for the log."""
+    if yielding:
+        priority.lower_this_thread()
+    return compress(copy, upload, deadline=deadline, copying=copying), priority.nice_of_this_thread()
 
 
-def _checks_once_copied(copying: Copying, copy: Path) -> Checks:
+def _checks_once_copied(copying: Copying, copy: Path, *, yielding: bool) -> Checks:
     copying.finish()
-    priority.lower_this_thread()
+    if yielding:
+        priority.lower_this_thread()
     return _check_copy(copy)
+
+
+def _yielding_to(db_path: Path) -> list[str]:
+    """The processes a snapshot's compression and checks give way to: whoever else has the
+    database open (the relayer, beside a periodic or manual snapshot). With nobody there (a
+    deploy before the relayer starts, a restore, the final snapshot) they run at full speed."""
+    beside = inuse.others(db_path)
+    if beside:
+        get_logger().info(
+            "snapshot.yielding",
+            to=beside[:3],
+            note=f"compression and checks at nice +{priority.NICE} and the lowest I/O priority",
+        )
+    return beside
 
 
 def require_room(db_path: Path) -> None:
@@ -321,13 +337,17 @@ def create(
     prefix = f"{SCRATCH_PREFIX}{os.getpid()}-"
     with database.scratch_file(directory, prefix, ".db", claim=True) as copy:
         require_room(db_path)
+        yielding = bool(_yielding_to(db_path))
         copying = Copying(db_path, copy, deadline)
         upload = store.open_upload(data_key(snapshot_id))
         try:
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="snapshot") as pool:
-                checking = pool.submit(contextvars.copy_context().run, _checks_once_copied, copying, copy)
+                checking = pool.submit(
+                    contextvars.copy_context().run, _checks_once_copied, copying, copy, yielding=yielding
+                )
+                compress_it = functools.partial(_compress_behind_the_copy, yielding=yielding)
                 compressing = pool.submit(
-                    contextvars.copy_context().run, _compress_behind_the_copy, copy, upload, deadline, copying
+                    contextvars.copy_context().run, compress_it, copy, upload, deadline, copying
                 )
                 packed, compress_nice = compressing.result()
                 details, state = copying.finish()

@@ -156,10 +156,14 @@ def test_periodic_snapshots_appear_and_skip_the_upload_when_unchanged(s3_server,
     assert [m["reason"] for m in manifests(s3_server, bucket)].count("shutdown") == 0  # unchanged
     assert sup.named("snapshot.unchanged", after="supervisor.child_exited"), "no final check"
     relayer_nice = sup.wait_for_writer("started")["nice"]
-    committed = [e for e in sup.named("snapshot.committed") if e.get("priority")]
-    assert committed, sup.output()
-    # The copy holds SQLite's read lock: at the relayer's priority; the rest lowered.
-    assert committed[0]["priority"] == {"copy": relayer_nice, "compress": relayer_nice + 10}
+    beside = sup.named("snapshot.committed", after="supervisor.started")
+    assert beside, sup.output()
+    # Beside the relayer, the copy holds SQLite's read lock: at the relayer's priority; the rest
+    # yields to the relayer. Before it started (the deploy's snapshots) nothing yields.
+    assert beside[0]["priority"] == {"copy": relayer_nice, "compress": relayer_nice + 10}
+    assert sup.named("snapshot.yielding", after="supervisor.started")[0]["to"][0].startswith("pid ")
+    before = [e for e in sup.named("snapshot.committed") if e not in beside]
+    assert before and all(e["priority"] == {"copy": relayer_nice, "compress": relayer_nice} for e in before)
 
 
 @pytest.mark.s3
