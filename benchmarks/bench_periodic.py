@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_snapshot import build  # benchmarks/ is this script's own directory
+from relayer_db import build  # benchmarks/ is this script's own directory
 
 from job import log, snapshot
 from job.config import S3Options
