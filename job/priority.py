@@ -26,9 +26,20 @@ def nice_of_this_thread() -> object:
         return f"unknown: {exc}"
 
 
+_this_thread = threading.local()
+
+
 def lower_this_thread(*, nice: int = NICE, io: bool = True) -> dict[str, object]:
     """Nice +`nice` and (with `io`) best-effort I/O priority 7 (the lowest that still gets a share)
-    for the calling thread; what was applied, for the log."""
+    for the calling thread; what was applied, for the log. Once per thread: a pool thread that
+    runs a second task is not lowered again."""
+    if getattr(_this_thread, "lowered", None) is not None:
+        return dict(_this_thread.lowered)
+    _this_thread.lowered = applied = _lower(nice=nice, io=io)
+    return dict(applied)
+
+
+def _lower(*, nice: int, io: bool) -> dict[str, object]:
     tid = threading.get_native_id()
     applied: dict[str, object] = {}
     try:

@@ -226,10 +226,12 @@ def _check_copy(copy: Path) -> Checks:
 def _compress_behind_the_copy(
     copy: Path, upload: Upload, deadline: Deadline, copying: Copying, *, yielding: bool
 ) -> tuple[Packed, object]:
-    """compress, when `yielding` on a thread at low CPU and I/O priority (the zstd workers and
-    upload threads it starts inherit it): it yields to the copy, which holds SQLite's read lock
-    while the relayer's writes wait, and to the relayer itself. Its nice value, for the log."""
+    """compress the copy while it is being made; when `yielding`, only once it is made, and at low
+    CPU and I/O priority (the zstd workers and upload threads it starts inherit it): the copy holds
+    SQLite's read lock while the other process's writes wait, and is fastest with the machine to
+    itself. Its nice value, for the log."""
     if yielding:
+        copying.finish()
         priority.lower_this_thread()
     return compress(copy, upload, deadline=deadline, copying=copying), priority.nice_of_this_thread()
 
@@ -250,7 +252,8 @@ def _yielding_to(db_path: Path) -> list[str]:
         get_logger().info(
             "snapshot.yielding",
             to=beside[:3],
-            note=f"compression and checks at nice +{priority.NICE} and the lowest I/O priority",
+            note=f"compression and checks after the copy, at nice +{priority.NICE} and the lowest I/O "
+            "priority",
         )
     return beside
 

@@ -345,6 +345,7 @@ def test_lower_this_thread_leaves_the_other_threads_alone() -> None:
 
     def background() -> None:
         seen["applied"] = priority.lower_this_thread()
+        seen["again"] = priority.lower_this_thread()  # a pool thread's second task
         seen["nice"] = nice_of(threading.get_native_id())
 
     before = nice_of(threading.get_native_id())
@@ -352,7 +353,27 @@ def test_lower_this_thread_leaves_the_other_threads_alone() -> None:
     worker.start()
     worker.join()
     assert seen["nice"] == min(19, before + priority.NICE) == seen["applied"]["nice"]
+    assert seen["again"] == seen["applied"]
     assert nice_of(threading.get_native_id()) == before
+
+
+def test_a_snapshot_beside_another_process_yields_once(tmp_path: Path) -> None:
+    """Compression and checks are lowered once each, even when the copy is done so soon that one
+    pool thread runs both (it was once lowered twice, to nice +19)."""
+    env = service_env(tmp_path)
+    db = Path(env["DATABASE_PATH"])
+    beside = sqlite3.connect(db)
+    beside.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    try:
+        taken = [run_cli("snapshot", "--force", env=env) for _ in range(4)]
+    finally:
+        beside.close()
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    for run in taken:
+        assert run.rc == 0, run.error
+        assert run.event("snapshot.yielding")["to"][0].startswith(f"pid {os.getpid()} ")
+        committed = run.event("snapshot.committed")
+        assert committed["priority"] == {"copy": base, "compress": min(19, base + priority.NICE)}
 
 
 # --- recovery point in status ----------------------------------------------------------------------
