@@ -285,7 +285,7 @@ def measure(
 
     def vacuum_into() -> None:
         (here / "stall.db").unlink(missing_ok=True)
-        timed(["sqlite3", str(db), f"VACUUM INTO '{here / 'stall.db'}'"])
+        timed(["sqlite3", "-cmd", ".timeout 5000", str(db), f"VACUUM INTO '{here / 'stall.db'}'"])
 
     put("longest writer commit during snapshot (s)", size, round(stall(runs, db, lambda: ours(env)), 3))
     put("longest writer commit during VACUUM INTO (s)", size, round(stall(runs, db, vacuum_into), 3))
