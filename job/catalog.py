@@ -35,6 +35,7 @@ from job.store import ObjectInfo, Store
 
 CHUNK = 1 << 20
 LEFTOVER_AGE = timedelta(hours=1)
+SHUTDOWN = "shutdown"  # the reason of the final snapshot after the supervised relayer stopped
 PRE_RESTORE = "pre-restore"  # the reason of the snapshot a restore takes of the database it replaces
 
 

@@ -78,6 +78,15 @@ def _locked_by_another(db_path: Path) -> bool:
     return False
 
 
+def seen_open(db_path: Path) -> list[str]:
+    """The processes /proc shows with the database open; empty when it cannot tell. Never fails and
+    never touches SQLite's locks: for choices that are only about priority."""
+    try:
+        return _holders([db_path, *(Path(f"{db_path}{suffix}") for suffix in SIDECARS)])
+    except OSError:
+        return []
+
+
 def others(db_path: Path) -> list[str]:
     """Who else has the database open, as short descriptions; empty when nobody is seen."""
     if not db_path.exists():

@@ -1,6 +1,7 @@
 """Snapshots while the relayer runs (`gate --supervise`): one every SNAPSHOT_INTERVAL on a background
-thread, and the final one after a stop. The snapshot's own compression, checks and upload run at low
-priority; its copy (which holds SQLite's read lock, so the relayer's writes wait for it) does not.
+thread, and the final one after a stop. While the relayer has the database open, the snapshot's
+compression and checks start once its copy is made and run at low priority; the copy itself (which
+holds SQLite's read lock, so the relayer's writes wait for it) does not.
 
 Nothing here may take the relayer down: every failure is caught and logged with its exit-code class
 (`snapshot.periodic_failed`, `error_code`, `exit_code`), and the next interval tries again. Each
@@ -100,8 +101,9 @@ class Periodic:
             get_logger().info(
                 "snapshot.periodic_scheduled",
                 interval_s=self.interval,
-                priority="the copy under SQLite's read lock at the relayer's; compression, checks and "
-                "upload at nice +10 and the lowest I/O priority",
+                priority="the copy under SQLite's read lock at the relayer's; while the relayer has "
+                "the database open, compression and checks after it, at nice +10 and the lowest I/O "
+                "priority",
             )
         due = time.monotonic() + self.interval
         while not self.stopping.wait(max(due - time.monotonic(), 0.0)):

@@ -243,11 +243,12 @@ def _checks_once_copied(copying: Copying, copy: Path, *, yielding: bool) -> Chec
     return _check_copy(copy)
 
 
-def _yielding_to(db_path: Path) -> list[str]:
+def _yielding_to(db_path: Path, reason: str) -> list[str]:
     """The processes a snapshot's compression and checks give way to: whoever else has the
     database open (the relayer, beside a periodic or manual snapshot). With nobody there (a
-    deploy before the relayer starts, a restore, the final snapshot) they run at full speed."""
-    beside = inuse.others(db_path)
+    deploy before the relayer starts, a restore) they run at full speed, and so does the final
+    snapshot, which must fit in the shutdown budget."""
+    beside = [] if reason == catalog.SHUTDOWN else inuse.seen_open(db_path)
     if beside:
         get_logger().info(
             "snapshot.yielding",
@@ -340,7 +341,7 @@ def create(
     prefix = f"{SCRATCH_PREFIX}{os.getpid()}-"
     with database.scratch_file(directory, prefix, ".db", claim=True) as copy:
         require_room(db_path)
-        yielding = bool(_yielding_to(db_path))
+        yielding = bool(_yielding_to(db_path, reason))
         copying = Copying(db_path, copy, deadline)
         upload = store.open_upload(data_key(snapshot_id))
         try:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from job import retention, stop
+from job import catalog, retention, stop
 from job.config import Config
 from job.deadline import Deadline
 from job.deploy import start_failed
@@ -194,7 +194,7 @@ class Supervisor:
             )
             get_logger().warning("snapshot.shutdown_skipped", reason=why)
             return
-        attempt(self.config, "shutdown", Deadline(left))
+        attempt(self.config, catalog.SHUTDOWN, Deadline(left))
 
 
 def run(config: Config, argv: list[str], lock: DiskLock, snapshot_id: str | None = None) -> int:

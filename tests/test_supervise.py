@@ -395,3 +395,65 @@ def test_status_shows_the_age_of_the_newest_restorable_snapshot(tmp_path: Path) 
     assert status["last_snapshot"]["age_s"] == status["recovery_point_age_s"]
     text = run_cli("status", env=env).stdout
     assert f"{taken.finished['snapshot_id']} (manual, schema 1), taken " in text and " ago" in text
+
+
+@pytest.mark.parametrize("beside", [True, False])
+def test_compression_waits_for_the_copy_only_beside_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beside: bool
+) -> None:
+    """Beside another process the copy, which holds SQLite's read lock, has the machine to itself:
+    compression starts once it is made. With nobody beside, they overlap."""
+    from job import snapshot
+    from job.config import S3Options
+    from job.deadline import Deadline
+    from job.store import open_store
+
+    db = tmp_path / "data" / "relayer.db"
+    db.parent.mkdir()
+    build_legacy_001(db, commands=300)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); sys.stdin.read()", db],
+        stdin=subprocess.PIPE,
+    )
+    seen: dict[str, Any] = {}
+    real_compress = snapshot.compress
+
+    def spy(source: Path, upload: Any, *, deadline: Deadline, copying: snapshot.Copying) -> Any:
+        seen["copy_done_at_start"] = copying.done
+        seen["nice"] = priority.nice_of_this_thread()
+        return real_compress(source, upload, deadline=deadline, copying=copying)
+
+    real_copy = snapshot._copy
+
+    def slow_copy(*args: Any) -> Any:
+        time.sleep(0.3)  # a copy that takes a while, as of a large database
+        return real_copy(*args)
+
+    monkeypatch.setattr(snapshot, "compress", spy)
+    monkeypatch.setattr(snapshot, "_copy", slow_copy)
+    try:
+        deadline_s = time.monotonic() + 10
+        while beside and not inuse_sees(db, holder.pid):
+            assert time.monotonic() < deadline_s, "the holder never opened the database"
+            time.sleep(0.02)
+        if not beside:
+            holder.communicate(b"", timeout=10)
+        store = open_store(f"file:{tmp_path / 'store'}", S3Options(), Deadline(60))
+        facts = snapshot.create(db, store, reason="manual", deadline=Deadline(60), force=True)
+    finally:
+        if holder.poll() is None:
+            holder.communicate(b"", timeout=10)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert facts["priority"]["compress"] == seen["nice"]
+    if beside:
+        assert seen["copy_done_at_start"] is True
+        assert seen["nice"] == min(19, base + priority.NICE)
+    else:
+        assert seen["copy_done_at_start"] is False
+        assert seen["nice"] == base
+
+
+def inuse_sees(db: Path, pid: int) -> bool:
+    from job import inuse
+
+    return any(h.startswith(f"pid {pid} ") for h in inuse.seen_open(db))
