@@ -78,11 +78,15 @@ def _locked_by_another(db_path: Path) -> bool:
     return False
 
 
+def _database_files(db_path: Path) -> list[Path]:
+    return [db_path, *(Path(f"{db_path}{suffix}") for suffix in SIDECARS)]
+
+
 def seen_open(db_path: Path) -> list[str]:
     """The processes /proc shows with the database open; empty when it cannot tell. Never fails and
     never touches SQLite's locks: for choices that are only about priority."""
     try:
-        return _holders([db_path, *(Path(f"{db_path}{suffix}") for suffix in SIDECARS)])
+        return _holders(_database_files(db_path))
     except OSError:
         return []
 
@@ -91,7 +95,7 @@ def others(db_path: Path) -> list[str]:
     """Who else has the database open, as short descriptions; empty when nobody is seen."""
     if not db_path.exists():
         return []
-    found = _holders([db_path, *(Path(f"{db_path}{suffix}") for suffix in SIDECARS)])
+    found = _holders(_database_files(db_path))
     if not found and _locked_by_another(db_path):
         found.append("a connection holding a SQLite lock on it (a process this user cannot inspect)")
     return found
