@@ -160,15 +160,17 @@ def compress(source: Path, upload: Upload, *, deadline: Deadline, copying: Copyi
     )
     sink = _HashingSink(upload)
     writing = compressor.stream_writer(sink, size=raw_size, closefd=False)  # type: ignore[arg-type]
-    with source.open("rb") as src, writing as writer:
+    buffer = memoryview(bytearray(CHUNK))  # one buffer reused: no heap churn at any size
+    with source.open("rb", buffering=0) as src, writing as writer:
         done = 0
         while done < raw_size:
-            chunk = src.read(min(CHUNK, copying.available(done) - done))
-            if not chunk:
+            read = src.readinto(buffer[: min(CHUNK, copying.available(done) - done)])
+            if not read:
                 raise EnvironmentRefused(f"the snapshot's copy {source} ended early")
+            chunk = buffer[:read]
             raw.update(chunk)
             writer.write(chunk)
-            done += len(chunk)
+            done += read
             progress(done)
             deadline.check("compressing the snapshot")
     return Packed(raw_size, raw.hexdigest(), sink.size, sink.sha256.hexdigest())
