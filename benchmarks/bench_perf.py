@@ -10,8 +10,10 @@ GNU time):
   <= 1 s at 1 GiB, and flat in size (largest within 1.5x of smallest).
 - writer stall: the longest commit of a rollback-journal writer committing every 10 ms (busy
   timeout 5 s, as the relayer) while `snapshot` runs; the `VACUUM INTO` script beside it for
-  comparison. Its floor is `cp` of the file plus SQLite's busy-handler sleep (the writer retries
-  after 1, 2, 5 ... ms, then every 100 ms past 328 ms). Targets: <= 0.5 s at 1 GiB, <= 2 s at 4 GiB.
+  comparison. The writer waits while `snapshot` holds SQLite's read lock, beside a writer only to
+  compare the database with a copy made without the lock (and patch it), plus SQLite's
+  busy-handler sleep (the writer retries after 1, 2, 5 ... ms, then every 100 ms past 328 ms).
+  Targets: <= 0.5 s at 1 GiB, <= 2 s at 4 GiB.
 - snapshot speed: `snapshot` to the file store against `sqlite3 VACUUM INTO` + `zstd -1 -T0`, and to
   a real S3 server on 127.0.0.1 (SeaweedFS) against that script + an upload of its output with
   boto3; also against `cp` and the Litestream docs' cron recipe (`.backup` + `gzip -6` + upload).

@@ -91,24 +91,24 @@ class Copying:
     """The private copy, made on a thread so that compression reads each part of it as soon as it
     is copied (the copy holds SQLite's read lock; compression does not wait for it to end)."""
 
-    def __init__(self, db_path: Path, copy: Path, deadline: Deadline) -> None:
+    def __init__(self, db_path: Path, copy: Path, deadline: Deadline, *, gentle: bool) -> None:
         self.changed = threading.Condition()
         self.copied, self.total, self.done = 0, -1, False
         self.result: tuple[database.DatabaseInfo, database.FileState | None] | None = None
         self.error: BaseException | None = None
         self.seconds = 0.0
         self.nice: object = None
-        run = functools.partial(self._run, db_path, copy, deadline)
+        run = functools.partial(self._run, db_path, copy, deadline, gentle)
         self.thread = threading.Thread(
             target=contextvars.copy_context().run, args=(run,), name="snapshot-copy"
         )
         self.thread.start()
 
-    def _run(self, db_path: Path, copy: Path, deadline: Deadline) -> None:
+    def _run(self, db_path: Path, copy: Path, deadline: Deadline, gentle: bool) -> None:
         started = time.monotonic()
         self.nice = priority.nice_of_this_thread()
         try:
-            self.result = _copy(db_path, copy, deadline, self._progress)
+            self.result = _copy(db_path, copy, deadline, self._progress, gentle=gentle)
             size = copy.stat().st_size
             self._progress(size, size)
         except BaseException as exc:  # handed to the waiting thread
@@ -246,8 +246,9 @@ def _checks_once_copied(copying: Copying, copy: Path, *, yielding: bool) -> Chec
 
 
 def _yielding_to(db_path: Path, reason: str) -> list[str]:
-    """The processes a snapshot's compression and checks give way to: whoever else has the
-    database open (the relayer, beside a periodic or manual snapshot). With nobody there (a
+    """The processes a snapshot gives way to: whoever else has the database open (the relayer,
+    beside a periodic or manual snapshot); its copy is gentle (database.raw_copy) and compression
+    and checks wait for it and run at low priority. With nobody there (a
     deploy before the relayer starts, a restore) they run at full speed, and so does the final
     snapshot, which must fit in the shutdown budget."""
     beside = [] if reason == catalog.SHUTDOWN else inuse.seen_open(db_path)
@@ -255,8 +256,8 @@ def _yielding_to(db_path: Path, reason: str) -> list[str]:
         get_logger().info(
             "snapshot.yielding",
             to=beside[:3],
-            note=f"compression and checks after the copy, at nice +{priority.NICE} and the lowest I/O "
-            "priority",
+            note="the copy is made without SQLite's lock, then compared and patched under it; "
+            f"compression and checks after the copy, at nice +{priority.NICE} and the lowest I/O priority",
         )
     return beside
 
@@ -292,12 +293,12 @@ def healthy_and_unchanged(db_path: Path, store: Store) -> Manifest | None:
 
 
 def _copy(
-    db_path: Path, copy: Path, deadline: Deadline, progress: database.ProgressFn
+    db_path: Path, copy: Path, deadline: Deadline, progress: database.ProgressFn, *, gentle: bool
 ) -> tuple[database.DatabaseInfo, database.FileState | None]:
     """A consistent private copy: in-kernel under a short SHARED lock for rollback-journal files;
     the backup API over one read transaction for WAL (then turned into a self-contained
     rollback-journal file, which is what a restore needs)."""
-    copied = database.raw_copy(db_path, copy, deadline=deadline, progress=progress)
+    copied = database.raw_copy(db_path, copy, deadline=deadline, progress=progress, gentle=gentle)
     if copied is not None:
         return copied
     with database.opened(db_path) as live:
@@ -344,7 +345,7 @@ def create(
     with database.scratch_file(directory, prefix, ".db", claim=True) as copy:
         require_room(db_path)
         yielding = bool(_yielding_to(db_path, reason))
-        copying = Copying(db_path, copy, deadline)
+        copying = Copying(db_path, copy, deadline, gentle=yielding)
         upload = store.open_upload(data_key(snapshot_id))
         try:
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="snapshot") as pool:

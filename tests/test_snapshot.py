@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from job import database
 from tests.conftest import base_env
 from tests.support.dbtools import (
     KILLED_WRITER,
@@ -116,14 +118,19 @@ def test_missing_database(cli, tmp_path: Path) -> None:
 def test_snapshot_while_a_writer_commits_continuously(cli, tmp_path: Path, wal: bool) -> None:
     db = tmp_path / "relayer.db"
     make_bank(db, wal=wal, padding_rows=20000)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db), "6"], stdout=subprocess.PIPE, text=True)
+    stop = tmp_path / "stop-writing"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db), "120", str(stop)], stdout=subprocess.PIPE, text=True
+    )
     assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
     time.sleep(0.5)
     run = snap(cli, db, tmp_path / "store")
     committed_during = writer.poll() is None
+    stop.touch()
     out, _ = writer.communicate(timeout=60)
     assert run.rc == 0, run.stdout
     assert committed_during and int(out.strip()) > 0
+    assert run.event("snapshot.yielding")  # the writer has it open: the gentle copy (copied, then patched)
     manifest, data = only_snapshot(tmp_path / "store")
     restored = tmp_path / "restored.db"
     assert decompress(data, restored) == manifest["raw_sha256"]
@@ -133,6 +140,37 @@ def test_snapshot_while_a_writer_commits_continuously(cli, tmp_path: Path, wal: 
     conn = sqlite3.connect(restored)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # self-contained file
     conn.close()
+
+
+def _bytes_written_by_this_process() -> int:
+    return int(dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())["wchar"])
+
+
+@pytest.mark.parametrize("grown", [False, True], ids=["same-size", "grown"])
+def test_the_gentle_copy_rewrites_only_what_changed_since_its_unlocked_pass(
+    tmp_path: Path, grown: bool
+) -> None:
+    """Beside another process the file is copied without the lock, then compared with the database
+    under the lock and patched where it changed: the result is the database byte for byte, and the
+    unchanged parts are not written again."""
+    db = tmp_path / "relayer.db"
+    make_bank(db, padding_rows=8000)  # several PATCH_CHUNKs
+    earlier = tmp_path / "copy.db"
+    shutil.copyfile(db, earlier)  # what the unlocked pass copied
+    conn = sqlite3.connect(db, isolation_level=None)  # a commit between that pass and the lock
+    conn.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1")
+    if grown:
+        conn.execute("INSERT INTO padding (blob) SELECT randomblob(900) FROM padding LIMIT 2000")
+    conn.close()
+    size = db.stat().st_size
+    before = _bytes_written_by_this_process()
+    with db.open("rb") as source, earlier.open("r+b") as target:
+        assert database._patch_range(source.fileno(), target.fileno(), 0, size) == size
+        written = _bytes_written_by_this_process() - before
+        target.truncate(size)
+    assert earlier.read_bytes() == db.read_bytes()
+    if not grown:  # page 1 (the change counter) and the accounts' page: at most two chunks
+        assert 0 < written <= 2 * database.PATCH_CHUNK < size / 3
 
 
 def test_wal_content_not_yet_checkpointed_is_in_the_snapshot(cli, tmp_path: Path) -> None:

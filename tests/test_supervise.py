@@ -402,7 +402,8 @@ def test_compression_waits_for_the_copy_only_beside_another_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beside: bool
 ) -> None:
     """Beside another process the copy, which holds SQLite's read lock, has the machine to itself:
-    compression starts once it is made. With nobody beside, they overlap."""
+    compression starts once it is made, and the copy is the gentle one. With nobody beside, they
+    overlap."""
     from job import snapshot
     from job.config import S3Options
     from job.deadline import Deadline
@@ -425,9 +426,10 @@ def test_compression_waits_for_the_copy_only_beside_another_process(
 
     real_copy = snapshot._copy
 
-    def slow_copy(*args: Any) -> Any:
+    def slow_copy(*args: Any, gentle: bool) -> Any:
+        seen["gentle"] = gentle
         time.sleep(0.3)  # a copy that takes a while, as of a large database
-        return real_copy(*args)
+        return real_copy(*args, gentle=gentle)
 
     monkeypatch.setattr(snapshot, "compress", spy)
     monkeypatch.setattr(snapshot, "_copy", slow_copy)
@@ -445,6 +447,7 @@ def test_compression_waits_for_the_copy_only_beside_another_process(
             holder.communicate(b"", timeout=10)
     base = os.getpriority(os.PRIO_PROCESS, 0)
     assert facts["priority"]["compress"] == seen["nice"]
+    assert seen["gentle"] is beside  # copied without the lock, then compared and patched under it
     if beside:
         assert seen["copy_done_at_start"] is True
         assert seen["nice"] == min(19, base + priority.NICE)

@@ -45,12 +45,12 @@ def bank_total(db: Path) -> int:
 
 
 WRITER = """
-import random, sqlite3, sys, time
+import os, random, sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-stop = time.monotonic() + float(sys.argv[2])
+stop = time.monotonic() + float(sys.argv[2])  # at the latest; or once the file argv[3] exists
 n = 0
 print("writing", flush=True)
-while time.monotonic() < stop:
+while time.monotonic() < stop and not (len(sys.argv) > 3 and os.path.exists(sys.argv[3])):
     a, b = random.sample(range(50), 2)
     amount = random.randint(1, 50)
     try:
