@@ -1,7 +1,8 @@
 """Snapshots while the relayer runs (`gate --supervise`): one every SNAPSHOT_INTERVAL on a background
 thread, and the final one after a stop. While the relayer has the database open, the snapshot's
-compression and checks start once its copy is made and run at low priority; the copy itself (which
-holds SQLite's read lock, so the relayer's writes wait for it) does not.
+copy holds SQLite's read lock (so the relayer's writes wait) only to compare the database with a
+copy made without it, and compression and checks start once the copy is made and run at low
+priority; the copy itself does not.
 
 Nothing here may take the relayer down: every failure is caught and logged with its exit-code class
 (`snapshot.periodic_failed`, `error_code`, `exit_code`), and the next interval tries again. Each
@@ -101,9 +102,9 @@ class Periodic:
             get_logger().info(
                 "snapshot.periodic_scheduled",
                 interval_s=self.interval,
-                priority="the copy under SQLite's read lock at the relayer's; while the relayer has "
-                "the database open, compression and checks after it, at nice +10 and the lowest I/O "
-                "priority",
+                priority="the copy at the relayer's priority; while the relayer has the database "
+                "open, SQLite's read lock only to compare it with a copy made without the lock, "
+                "compression and checks after it at nice +10 and the lowest I/O priority",
             )
         due = time.monotonic() + self.interval
         while not self.stopping.wait(max(due - time.monotonic(), 0.0)):

@@ -88,8 +88,8 @@ class Packed:
 
 
 class Copying:
-    """The private copy, made on a thread so that compression reads each part of it as soon as it
-    is copied (the copy holds SQLite's read lock; compression does not wait for it to end)."""
+    """The private copy, made on a thread so that compression can read each part of it as soon as
+    it is copied (unless yielding: see _compress_behind_the_copy)."""
 
     def __init__(self, db_path: Path, copy: Path, deadline: Deadline, *, gentle: bool) -> None:
         self.changed = threading.Condition()
@@ -295,7 +295,8 @@ def healthy_and_unchanged(db_path: Path, store: Store) -> Manifest | None:
 def _copy(
     db_path: Path, copy: Path, deadline: Deadline, progress: database.ProgressFn, *, gentle: bool
 ) -> tuple[database.DatabaseInfo, database.FileState | None]:
-    """A consistent private copy: in-kernel under a short SHARED lock for rollback-journal files;
+    """A consistent private copy: in-kernel under a short SHARED lock for rollback-journal files
+    (when `gentle`, made without it and only compared and patched under it: database.raw_copy);
     the backup API over one read transaction for WAL (then turned into a self-contained
     rollback-journal file, which is what a restore needs)."""
     copied = database.raw_copy(db_path, copy, deadline=deadline, progress=progress, gentle=gentle)

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from job import database
+from job.deadline import Deadline
+from job.errors import DatabaseProblem
 from tests.conftest import base_env
 from tests.support.dbtools import (
     KILLED_WRITER,
@@ -171,6 +173,62 @@ def test_the_gentle_copy_rewrites_only_what_changed_since_its_unlocked_pass(
     assert earlier.read_bytes() == db.read_bytes()
     if not grown:  # page 1 (the change counter) and the accounts' page: at most two chunks
         assert 0 < written <= 2 * database.PATCH_CHUNK < size / 3
+
+
+class _ActsMidCopy(Deadline):
+    """A deadline whose second check (mid-way through the unlocked pass) runs `act` once."""
+
+    def __init__(self, act) -> None:
+        super().__init__(60)
+        self.act, self.checks = act, 0
+
+    def check(self, doing: str) -> None:
+        self.checks += 1
+        if self.checks == 2:
+            self.act()
+        super().check(doing)
+
+
+def _spilled_transaction(db: Path) -> sqlite3.Connection:
+    """A writer whose open transaction has grown the file (pages spilled into it, uncommitted)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA cache_size = 10")
+    conn.execute("BEGIN")
+    conn.execute(
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 9000) "
+        "INSERT INTO padding (blob) SELECT randomblob(4000) FROM n"
+    )
+    return conn
+
+
+def test_the_gentle_copy_survives_a_database_shrinking_under_its_unlocked_pass(tmp_path: Path) -> None:
+    db = tmp_path / "relayer.db"
+    make_bank(db, padding_rows=2000)
+    before = db.read_bytes()
+    writer = _spilled_transaction(db)
+    assert db.stat().st_size > len(before) + 2 * database.RAW_COPY_CHUNK
+    copy = tmp_path / "copy.db"
+    copy.touch()
+    rolled_back = _ActsMidCopy(lambda: writer.execute("ROLLBACK"))  # the file shrinks back
+    copied = database.raw_copy(db, copy, deadline=rolled_back, gentle=True)
+    writer.close()
+    assert copied is not None and rolled_back.checks > 2
+    assert copy.read_bytes() == db.read_bytes() == before
+    assert bank_total(copy) == TOTAL
+
+
+def test_the_gentle_copy_refuses_a_database_replaced_under_its_unlocked_pass(tmp_path: Path) -> None:
+    db = tmp_path / "relayer.db"
+    make_bank(db, padding_rows=2000)
+    writer = _spilled_transaction(db)  # only to make the file several chunks long
+    writer.execute("COMMIT")
+    writer.close()
+    other = tmp_path / "other.db"
+    make_bank(other, padding_rows=10)
+    copy = tmp_path / "copy.db"
+    copy.touch()
+    with pytest.raises(DatabaseProblem, match="was replaced by another file while it was being copied"):
+        database.raw_copy(db, copy, deadline=_ActsMidCopy(lambda: other.rename(db)), gentle=True)
 
 
 def test_wal_content_not_yet_checkpointed_is_in_the_snapshot(cli, tmp_path: Path) -> None:
