@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -280,9 +281,12 @@ def restore(
     with database.scratch_file(directory, scratch.RESTORE_PREFIX, ".db") as incoming:
         catalog.prove(store, manifest, incoming, deadline=deadline)
         log.info("restore.verified", id=manifest.id, raw_sha256=manifest.raw_sha256)
-        with incoming.open("rb") as f:
-            os.fsync(f.fileno())
-        pre_restore = _snapshot_current(db_path, store, deadline) if holds_data else None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-fsync") as background:
+            # The restored file reaches the disk while the pre-restore snapshot runs: both come
+            # before the swap, in either order.
+            durable = background.submit(_fsync, incoming)
+            pre_restore = _snapshot_current(db_path, store, deadline) if holds_data else None
+            durable.result()
         _match_ownership(incoming, db_path)
         deadline.check("replacing the database")
         if not ignore_others:
@@ -298,6 +302,11 @@ def restore(
         "removed": removed,
         "db": str(db_path),
     }
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
 
 
 def _needs_force(db_path: Path) -> UsageError:
