@@ -130,6 +130,27 @@ def test_transient_faults_are_survived_with_the_snapshot_intact(
         assert_intact(s3_server, bucket, manifest, tmp_path)
 
 
+def test_a_part_changed_on_the_way_is_refused_by_the_store(s3_server, bucket, proxy, tmp_path) -> None:
+    """Over plain HTTP the parts' bodies are not hashed again for the signature: their signed SHA-256
+    header is what protects them, and the store refuses a part that does not match it."""
+    db = tmp_path / "relayer.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE blobs (b BLOB)")
+    conn.executemany("INSERT INTO blobs VALUES (randomblob(100000))", [()] * 60)  # ~6 MB: 2 parts
+    conn.commit()
+    conn.close()
+    env = env_for(s3_server, bucket, proxy.endpoint, S3_PART_SIZE_MB="5")
+    rule = proxy.add_rule(
+        "PUT", r"relayer\.db\.zst$", "corrupt_request_body", query_regex=r"partNumber=2", times=None
+    )
+    run = run_cli("snapshot", "--db", str(db), env=env)
+    assert rule.fired >= 1
+    assert run.rc == 6 and "BadDigest" in run.finished["error"], run.stdout
+    assert manifests(s3_server, bucket) == []  # nothing committed
+    uploads = s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert uploads == []  # and the parts were dropped
+
+
 def test_truncated_download_during_verify_is_retried(s3_server, bucket, proxy, db, tmp_path) -> None:
     env = env_for(s3_server, bucket, proxy.endpoint)
     assert run_cli("snapshot", "--db", str(db), env=env).rc == 0

@@ -129,7 +129,13 @@ class S3Store:
             retries={"mode": "standard", "total_max_attempts": retry.BOTOCORE_ATTEMPTS},
             connect_timeout=CONNECT_TIMEOUT_S,
             read_timeout=READ_TIMEOUT_S,
-            s3={"addressing_style": options.addressing_style},  # type: ignore[arg-type]
+            s3={  # type: ignore[arg-type]
+                "addressing_style": options.addressing_style,
+                # With checksums on, every body carries its signed checksum header, which the store
+                # verifies: hashing the body once more for the signature (botocore does so over
+                # plain HTTP; over HTTPS it already does not) adds nothing.
+                **({"payload_signing_enabled": False} if options.checksum_mode == "when_supported" else {}),
+            },
             request_checksum_calculation=options.checksum_mode,  # type: ignore[arg-type]
             response_checksum_validation=options.checksum_mode,  # type: ignore[arg-type]
             user_agent_extra=f"relayer-job/{__version__}",

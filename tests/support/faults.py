@@ -3,8 +3,9 @@
 Requests matching a rule get the rule's fault; everything else is forwarded byte for byte (headers
 and body untouched, so SigV4 signatures stay valid). Faults: 503 SlowDown, 500 InternalError,
 connection reset, close without a response, stall (before answering), a response body cut off
-half-way, a stall half-way through the request body or the response body, and a response body
-sent one byte every `stall_seconds` (a link that never stops but never gets anywhere).
+half-way, a stall half-way through the request body or the response body, a response body
+sent one byte every `stall_seconds` (a link that never stops but never gets anywhere), and a
+request body with one byte changed on the way (headers untouched).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ ACTIONS = {
     "stall_request_body",
     "stall_response_body",
     "trickle_response_body",
+    "corrupt_request_body",
 }
 
 
@@ -227,6 +229,10 @@ class FaultProxy:
             time.sleep(rule.stall_seconds)
             return False
         request.body = _read_body(from_client, request.headers, until_close=False)
+        if action == "corrupt_request_body" and request.body:
+            middle = len(request.body) // 2
+            flipped = bytes([request.body[middle] ^ 0xFF])
+            request.body = request.body[:middle] + flipped + request.body[middle + 1 :]
         if action == "stall":
             assert rule is not None
             time.sleep(rule.stall_seconds)
