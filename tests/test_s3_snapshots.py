@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import base_env, cli_argv, run_cli
-from tests.support.dbtools import decompress, integrity
+from tests.support.dbtools import decompress, incompressible_db, integrity
 from tests.support.legacy import REPO, build_legacy_001
 from tests.test_snapshot import snapshot_versions
 
@@ -68,12 +68,7 @@ def test_snapshot_over_https_round_trip_then_unchanged(s3_server, bucket, db, tm
 
 
 def test_checksum_mode_when_required_and_multipart(s3_server, bucket, tmp_path) -> None:
-    db = tmp_path / "big.db"
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE blobs (b BLOB)")
-    conn.executemany("INSERT INTO blobs VALUES (randomblob(100000))", [()] * 130)  # ~13 MB, incompressible
-    conn.commit()
-    conn.close()
+    db = incompressible_db(tmp_path / "big.db", 13)  # 3 parts
     multipart = env_for(s3_server, bucket, S3_PART_SIZE_MB="5")
     run = run_cli("snapshot", "--db", str(db), env=multipart)
     assert run.rc == 0, run.stdout
@@ -106,12 +101,7 @@ FAULTS = {
 def test_transient_faults_are_survived_with_the_snapshot_intact(
     s3_server, bucket, proxy, tmp_path, fault: str
 ) -> None:
-    db = tmp_path / "relayer.db"
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE blobs (b BLOB)")
-    conn.executemany("INSERT INTO blobs VALUES (randomblob(100000))", [()] * 60)  # ~6 MB: 2 parts
-    conn.commit()
-    conn.close()
+    db = incompressible_db(tmp_path / "relayer.db", 6)  # 2 parts
     env = env_for(s3_server, bucket, proxy.endpoint, S3_PART_SIZE_MB="5")
     if fault.startswith("get-manifest"):
         assert run_cli("snapshot", "--db", str(db), env=env).rc == 0  # a manifest to read back
@@ -133,12 +123,7 @@ def test_transient_faults_are_survived_with_the_snapshot_intact(
 def test_a_part_changed_on_the_way_is_refused_by_the_store(s3_server, bucket, proxy, tmp_path) -> None:
     """Over plain HTTP the parts' bodies are not hashed again for the signature: their signed SHA-256
     header is what protects them, and the store refuses a part that does not match it."""
-    db = tmp_path / "relayer.db"
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE blobs (b BLOB)")
-    conn.executemany("INSERT INTO blobs VALUES (randomblob(100000))", [()] * 60)  # ~6 MB: 2 parts
-    conn.commit()
-    conn.close()
+    db = incompressible_db(tmp_path / "relayer.db", 6)  # 2 parts
     env = env_for(s3_server, bucket, proxy.endpoint, S3_PART_SIZE_MB="5")
     rule = proxy.add_rule(
         "PUT", r"relayer\.db\.zst$", "corrupt_request_body", query_regex=r"partNumber=2", times=None
@@ -255,12 +240,7 @@ def test_preflight_against_s3_leaves_no_probe_behind(s3_server, bucket, db) -> N
 
 
 def test_failed_multipart_upload_is_aborted_leaving_no_parts(s3_server, bucket, proxy, tmp_path) -> None:
-    db = tmp_path / "big.db"
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE blobs (b BLOB)")
-    conn.executemany("INSERT INTO blobs VALUES (randomblob(100000))", [()] * 60)
-    conn.commit()
-    conn.close()
+    db = incompressible_db(tmp_path / "big.db", 6)
     proxy.add_rule("PUT", r"relayer\.db\.zst$", "error500", query_regex="partNumber=2", times=None)
     run = run_cli(
         "snapshot", "--db", str(db), env=env_for(s3_server, bucket, proxy.endpoint, S3_PART_SIZE_MB="5")

@@ -5,7 +5,6 @@ documented exit code."""
 from __future__ import annotations
 
 import inspect
-import sqlite3
 import string
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from job.deadline import Deadline
 from job.errors import DeadlineExceeded, JobError, StoreError
 from job.store import Store, open_store
 from tests.conftest import run_cli
+from tests.support.dbtools import incompressible_db
 from tests.support.legacy import build_legacy_001
 from tests.test_s3_snapshots import env_for, manifests
 
@@ -32,15 +32,6 @@ DEADLINE_S = 4
 # This is the bound the subprocess gets, with room for start-up on a busy machine.
 HARD_LIMIT_S = DEADLINE_S + 20
 STALL_S = 45
-
-
-def incompressible_db(path: Path, megabytes: int) -> Path:
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE blobs (b BLOB)")
-    conn.executemany("INSERT INTO blobs VALUES (randomblob(100000))", [()] * (megabytes * 10))
-    conn.commit()
-    conn.close()
-    return path
 
 
 def stopped_by_the_deadline(*args: str, env: dict[str, str]) -> None:

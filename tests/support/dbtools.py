@@ -91,3 +91,13 @@ def decompress(packed: Path, out: Path) -> str:
 
 def integrity(db: Path) -> str:
     return str(scalar(db, "PRAGMA integrity_check"))
+
+
+def incompressible_db(path: Path, megabytes: int) -> Path:
+    """A database of random blobs: its snapshot is about `megabytes` MB (S3 parts of 5 MB)."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE blobs (b BLOB)")
+    conn.executemany("INSERT INTO blobs VALUES (randomblob(100000))", [()] * (megabytes * 10))
+    conn.commit()
+    conn.close()
+    return path
