@@ -29,26 +29,24 @@ def nice_of_this_thread() -> object:
 _this_thread = threading.local()
 
 
-def lower_this_thread(*, nice: int = NICE, io: bool = True) -> dict[str, object]:
-    """Nice +`nice` and (with `io`) best-effort I/O priority 7 (the lowest that still gets a share)
-    for the calling thread; what was applied, for the log. Once per thread: a pool thread that
-    runs a second task is not lowered again."""
+def lower_this_thread() -> dict[str, object]:
+    """Nice +NICE and best-effort I/O priority 7 (the lowest that still gets a share) for the
+    calling thread; what was applied, for the log. Once per thread: a pool thread that runs a
+    second task is not lowered again."""
     if getattr(_this_thread, "lowered", None) is not None:
         return dict(_this_thread.lowered)
-    _this_thread.lowered = applied = _lower(nice=nice, io=io)
+    _this_thread.lowered = applied = _lower()
     return dict(applied)
 
 
-def _lower(*, nice: int, io: bool) -> dict[str, object]:
+def _lower() -> dict[str, object]:
     tid = threading.get_native_id()
     applied: dict[str, object] = {}
     try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
         applied["nice"] = os.getpriority(os.PRIO_PROCESS, tid)
     except (OSError, AttributeError) as exc:
         applied["nice"] = f"unchanged: {exc}"
-    if not io:
-        return applied
     number = IOPRIO_SET.get(platform.machine())
     if number is None:
         applied["ioprio"] = f"unchanged: no ioprio_set for {platform.machine()}"
