@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from job.deadline import Deadline
-from job.errors import DatabaseLocked, DatabaseProblem, sqlite_cause
+from job.errors import DatabaseInUse, DatabaseLocked, DatabaseProblem, sqlite_cause
 
 BUSY_TIMEOUT_MS = 10_000
 COPY_STEP_PAGES = 4096
@@ -280,9 +280,9 @@ def _require_same_file(db_path: Path, fd: int) -> None:
     a process ignoring the disk lock could do that)."""
     held, now = os.fstat(fd), db_path.stat()
     if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino):
-        raise DatabaseProblem(
-            f"{db_path} was replaced by another file while it was being copied; is a process that "
-            "does not take the disk lock writing it? Run the snapshot again"
+        raise DatabaseInUse(
+            f"{db_path} was replaced by another file while it was being copied: a process that does "
+            "not take the disk lock is writing it; stop it"
         )
 
 

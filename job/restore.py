@@ -36,7 +36,14 @@ from job.environment import (
     require_free_space,
     require_sqlite_version,
 )
-from job.errors import DeadlineExceeded, JobError, Stopped, UsageError, VerificationFailed
+from job.errors import (
+    DeadlineExceeded,
+    EnvironmentRefused,
+    JobError,
+    Stopped,
+    UsageError,
+    VerificationFailed,
+)
 from job.lock import held
 from job.log import get_logger
 from job.manifest import Manifest, data_key
@@ -305,8 +312,14 @@ def restore(
 
 
 def _fsync(path: Path) -> None:
-    with path.open("rb") as f:
-        os.fsync(f.fileno())
+    try:
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise EnvironmentRefused(
+            f"cannot make the restored copy {path} durable: {exc.strerror or exc}; nothing was "
+            "replaced; check the disk, then run the restore again"
+        ) from exc
 
 
 def _needs_force(db_path: Path) -> UsageError:

@@ -585,3 +585,13 @@ def test_a_second_restore_on_a_small_disk_is_not_blocked_by_the_first_ones_kept_
             assert len(kept(site.db)) == 1
     finally:
         sp.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_restored_copy_that_cannot_be_made_durable_is_exit_4_naming_it(tmp_path: Path) -> None:
+    from job import restore
+    from job.errors import EnvironmentRefused
+
+    missing = tmp_path / "gone.db"
+    with pytest.raises(EnvironmentRefused, match=r"cannot make the restored copy .*gone\.db durable") as err:
+        restore._fsync(missing)
+    assert err.value.exit_code == 4 and "nothing was replaced" in str(err.value)

@@ -17,7 +17,7 @@ import pytest
 
 from job import database
 from job.deadline import Deadline
-from job.errors import DatabaseProblem
+from job.errors import DatabaseInUse
 from tests.conftest import base_env
 from tests.support.dbtools import (
     KILLED_WRITER,
@@ -227,7 +227,7 @@ def test_the_gentle_copy_refuses_a_database_replaced_under_its_unlocked_pass(tmp
     make_bank(other, padding_rows=10)
     copy = tmp_path / "copy.db"
     copy.touch()
-    with pytest.raises(DatabaseProblem, match="was replaced by another file while it was being copied"):
+    with pytest.raises(DatabaseInUse, match="was replaced by another file while it was being copied"):
         database.raw_copy(db, copy, deadline=_ActsMidCopy(lambda: other.rename(db)), gentle=True)
 
 

@@ -131,9 +131,10 @@ class S3Store:
             read_timeout=READ_TIMEOUT_S,
             s3={  # type: ignore[arg-type]
                 "addressing_style": options.addressing_style,
-                # With checksums on, every body carries its signed checksum header, which the store
-                # verifies: hashing the body once more for the signature (botocore does so over
-                # plain HTTP; over HTTPS it already does not) adds nothing.
+                # With checksums on, parts and objects carry a signed checksum header the store
+                # verifies, so their bodies are not hashed again for the signature (botocore does
+                # so only over plain HTTP). CompleteMultipartUpload's body then goes unsigned: the
+                # object's size and composite checksum are checked after it.
                 **({"payload_signing_enabled": False} if options.checksum_mode == "when_supported" else {}),
             },
             request_checksum_calculation=options.checksum_mode,  # type: ignore[arg-type]
