@@ -176,10 +176,15 @@ class FileState:
         return dataclasses.asdict(self)
 
 
+def _rollback_journal(header: bytes) -> bool:
+    """The header's file format read/write versions say legacy (rollback journal), not WAL."""
+    return header[18:20] == b"\x01\x01"
+
+
 def _state(header: bytes, st: os.stat_result) -> FileState | None:
     """The state, or None when the header cannot prove it: a WAL database (commits live in the
     -wal file and leave the counter alone), or a header whose page count is stale."""
-    if len(header) < 100 or header[18] != 1 or header[19] != 1:
+    if len(header) < 100 or not _rollback_journal(header):
         return None
     counter, pages = struct.unpack(">II", header[24:32])
     if struct.unpack(">I", header[92:96])[0] != counter:
@@ -246,16 +251,13 @@ def raw_copy(
             """Only a head start for the comparison, which decides every byte: it stops at whatever
             end the file has (a writer's rollback may shrink it meanwhile) or on any error (which
             the locked pass meets again if it lasts), and not at all for a WAL database."""
-            if os.pread(fd, 20, 0)[18:20] != b"\x01\x01":
+            if not _rollback_journal(os.pread(fd, 20, 0)):
                 return
             size, done = os.fstat(fd).st_size, 0
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # an early end included
                 while done < size:
                     deadline.check("copying the database")
-                    moved = os.copy_file_range(fd, out.fileno(), min(RAW_COPY_CHUNK, size - done), done, done)
-                    if moved == 0:
-                        return
-                    done += moved
+                    done += _copy_range(fd, out.fileno(), done, min(RAW_COPY_CHUNK, size - done))
 
         with _read_locked(db_path, copy_unlocked if gentle else None) as (conn, fd):
             _require_same_file(db_path, fd)
