@@ -3,8 +3,8 @@
 A snapshot is compressed and uploaded at the same time: each full part (S3_PART_SIZE_MB) goes up
 on a worker thread while the next one is being compressed, at most IN_FLIGHT parts at a time. The
 parts are filled into IN_FLIGHT + 1 buffers allocated once and reused, so memory stays at a few
-parts whatever the database size (a new 8 MiB allocation per part fragments the heap: at 4 GiB
-that alone cost ~20 MiB of peak RSS). An object smaller than one part is sent
+parts whatever the database size (a new 8 MiB allocation per part fragments the heap: at 1 GiB
+that alone cost 15 MiB of peak RSS here). An object smaller than one part is sent
 with one PUT at commit. Every part carries its SHA-256, which the store verifies; after completing,
 the object's size and S3's composite checksum are compared with ours. Nothing is visible before
 CompleteMultipartUpload, and a failed or abandoned upload is aborted (prune aborts what a killed
